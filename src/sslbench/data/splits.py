@@ -1,0 +1,112 @@
+"""Uniform read access to a prepared dataset split, whatever its on-disk form (DESIGN.md §3).
+
+- small sets: `images.npy` (uint8 N×H×W×3, memory-mapped) + `labels.npy` + `meta.json`;
+- large sets: `index.csv` (columns `path,label`; paths relative to `meta.json`'s `root`) + `meta.json`, whose
+  images are decoded and resized to `meta["image_size"]` on access.
+
+`open_split(...)` returns a `SplitSource`; consumers (embedding, corruption, fine-tuning) ask for batches by index.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sslbench.errors import UserError
+from sslbench.io import read_json, split_dir
+
+
+@dataclass
+class SplitSource:
+    """A prepared split. `images(indices)` returns uint8 (len(indices), H, W, 3)."""
+
+    directory: Path
+    labels: np.ndarray
+    meta: dict[str, Any]
+    _array: np.ndarray | None = None
+    _paths: list[Path] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def name(self) -> str:
+        return f"{self.meta.get('dataset', self.directory.parent.name)}/{self.directory.name}"
+
+    def images(self, indices: np.ndarray | slice) -> np.ndarray:
+        if self._array is not None:
+            return np.asarray(self._array[indices])
+        assert self._paths is not None
+        from PIL import Image
+
+        size = int(self.meta["image_size"])
+        picked = np.arange(len(self))[indices]
+        out = np.empty((len(picked), size, size, 3), np.uint8)
+        for row, i in enumerate(picked):
+            try:
+                with Image.open(self._paths[i]) as img:
+                    out[row] = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+            except OSError as err:
+                raise UserError(f"cannot decode image {self._paths[i]} of {self.directory}: {err}") from err
+        return out
+
+
+def open_split(
+    data_root: str | os.PathLike[str], dataset: str, split: str, rebuild: str = "dvc repro prepare"
+) -> SplitSource:
+    """Open `data/datasets/<dataset>/<split>/`; raises `UserError` naming the folder and `rebuild` if absent."""
+    directory = split_dir(data_root, dataset, split)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise UserError(f"dataset split {directory} is missing; run `{rebuild}` to build it")
+    meta = read_json(meta_path, rebuild)
+    if (directory / "images.npy").is_file():
+        try:
+            array = np.load(directory / "images.npy", mmap_mode="r", allow_pickle=False)
+            labels = np.load(directory / "labels.npy", allow_pickle=False).astype(np.int64)
+        except (OSError, ValueError) as err:
+            raise UserError(f"dataset split {directory} is unreadable ({err}); run `{rebuild}`") from err
+        if array.ndim != 4 or array.dtype != np.uint8 or len(array) != len(labels):
+            raise UserError(f"dataset split {directory} has inconsistent arrays; run `{rebuild}`")
+        return SplitSource(directory, labels, meta, _array=array)
+    index = directory / "index.csv"
+    if not index.is_file():
+        raise UserError(f"dataset split {directory} has neither images.npy nor index.csv; run `{rebuild}`")
+    root = Path(meta["root"])
+    paths: list[Path] = []
+    labels_list: list[int] = []
+    with index.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            paths.append(root / row["path"])
+            labels_list.append(int(row["label"]))
+    return SplitSource(directory, np.asarray(labels_list, np.int64), meta, _paths=paths)
+
+
+def write_index(directory: Path, rows: list[tuple[str, int]], meta: dict[str, Any]) -> None:
+    """Atomically write a large-set split as `index.csv` (relative path, label) + `meta.json`.
+
+    `meta` must hold `root` (absolute folder the paths are relative to), `classes` and `image_size`.
+    """
+    import json
+
+    from sslbench.io import atomic_path
+
+    for key in ("root", "classes", "image_size"):
+        if key not in meta:
+            raise ValueError(f"index meta needs {key!r}")
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        with (tmp / "index.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "label"])
+            writer.writerows(rows)
+        (tmp / "meta.json").write_text(json.dumps({**meta, "n": len(rows)}, indent=2) + "\n")

@@ -1,0 +1,369 @@
+"""Artifact I/O: atomic writes, metrics JSON, dataset splits, model files, Parquet embeddings.
+
+Every writer writes to a temporary name beside the target and renames it into place at the end, so a killed
+stage never leaves a file that looks complete. Every reader validates what it reads and raises `UserError`
+naming the file and the `dvc repro` command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sslbench.errors import UserError
+
+# ----------------------------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success rename it onto `target`, on failure remove it.
+
+    Works for files and directories alike (whatever the body creates at the yielded path).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    _remove(tmp)
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(target: str | os.PathLike[str], obj: Any) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_metrics(target: str | os.PathLike[str], metrics: Mapping[str, Any]) -> None:
+    """Write a flat metrics JSON (keys `group/name`, values numbers or short strings)."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if "/" not in key:
+            raise ValueError(f"metric key {key!r} must look like 'group/name'")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not np.isfinite(value):
+            value = None
+        flat[key] = value
+    write_json(target, flat)
+
+
+def read_json(path: str | os.PathLike[str], rebuild: str) -> Any:
+    """Read a JSON artifact; `rebuild` is the command that recreates it (named in the error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run `{rebuild}` to build it")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); run `{rebuild}` to rebuild it") from err
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_array(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- dataset splits
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset in the on-disk format of DESIGN.md §3 (small sets).
+
+    images: uint8 (N, H, W, 3); labels: int64 (N,); meta: the split's meta.json.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+
+def split_dir(data_root: str | os.PathLike[str], dataset: str, split: str) -> Path:
+    return Path(data_root) / "datasets" / dataset / split
+
+
+def write_split(
+    directory: str | os.PathLike[str], images: np.ndarray, labels: np.ndarray, meta: Mapping[str, Any]
+) -> None:
+    """Atomically write `images.npy`, `labels.npy` and `meta.json` (with sha256 and shapes) into `directory`."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be ({images.shape[0]},), got {labels.shape}")
+    full_meta = dict(meta)
+    full_meta.update(
+        n=int(images.shape[0]),
+        image_shape=list(images.shape[1:]),
+        sha256={"images": sha256_array(images), "labels": sha256_array(labels)},
+    )
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        np.save(tmp / "images.npy", images)
+        np.save(tmp / "labels.npy", labels)
+        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n")
+
+
+def read_split(directory: str | os.PathLike[str], rebuild: str = "dvc repro prepare", verify: bool = False) -> Split:
+    """Read a split written by `write_split`; `verify=True` also checks the sha256 of both arrays."""
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise UserError(f"dataset split {directory} is missing (no meta.json); run `{rebuild}` to build it")
+    meta = read_json(meta_path, rebuild)
+    try:
+        images = np.load(directory / "images.npy", allow_pickle=False)
+        labels = np.load(directory / "labels.npy", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise UserError(f"dataset split {directory} is unreadable ({err}); run `{rebuild}` to rebuild it") from err
+    if images.dtype != np.uint8 or images.ndim != 4 or len(labels) != len(images) or len(images) != meta.get("n"):
+        raise UserError(
+            f"dataset split {directory} does not match its meta.json (images {images.dtype} {images.shape}, "
+            f"labels {labels.shape}, meta n={meta.get('n')}); run `{rebuild}` to rebuild it"
+        )
+    if verify and (
+        sha256_array(images) != meta["sha256"]["images"] or sha256_array(labels) != meta["sha256"]["labels"]
+    ):
+        raise UserError(f"dataset split {directory} fails its sha256 check; run `{rebuild}` to rebuild it")
+    return Split(images=images, labels=labels.astype(np.int64), meta=meta)
+
+
+# ----------------------------------------------------------------------------------------------- temp dirs
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str = "sslbench-") -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        yield Path(name)
+
+
+# ----------------------------------------------------------------------------------------------- embeddings
+
+EMBED_REBUILD = "dvc repro embed@{method}"
+STOCHASTIC_SPACES = ("none", "h", "z")
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """A cached embedding table (DESIGN.md §3).
+
+    embedding: float32 (N, D), the downstream representation; mu/logvar: float32 (N, S) of the stochastic space
+    (Bayes models only, else None); meta: the Parquet key-value metadata (method, dataset, split, dim, ...).
+    """
+
+    index: np.ndarray
+    label: np.ndarray
+    embedding: np.ndarray
+    mu: np.ndarray | None
+    logvar: np.ndarray | None
+    meta: dict[str, str]
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedding.shape[1])
+
+
+def embeddings_path(data_root: str | os.PathLike[str], method: str, dataset: str, split: str) -> Path:
+    return Path(data_root) / "embeddings" / method / dataset / f"{split}.parquet"
+
+
+def _embedding_schema(dim: int, stochastic_dim: int | None) -> Any:
+    import pyarrow as pa
+
+    fields = [
+        pa.field("index", pa.int64()),
+        pa.field("label", pa.int32()),
+        pa.field("embedding", pa.list_(pa.float32(), dim)),
+    ]
+    if stochastic_dim is not None:
+        fields += [
+            pa.field("mu", pa.list_(pa.float32(), stochastic_dim)),
+            pa.field("logvar", pa.list_(pa.float32(), stochastic_dim)),
+        ]
+    return pa.schema(fields)
+
+
+class EmbeddingWriter:
+    """Stream embedding batches into one Parquet file, atomically (temp file, renamed on `close`).
+
+    Use as a context manager; an exception inside the block removes the temp file and leaves no output.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        method: str,
+        dataset: str,
+        split: str,
+        dim: int,
+        stochastic_space: str = "none",
+        stochastic_dim: int | None = None,
+        encoder_sha256: str = "",
+    ) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if stochastic_space not in STOCHASTIC_SPACES:
+            raise ValueError(f"stochastic_space must be one of {STOCHASTIC_SPACES}, got {stochastic_space!r}")
+        if (stochastic_space == "none") != (stochastic_dim is None):
+            raise ValueError("stochastic_dim is required exactly when stochastic_space is not 'none'")
+        self.path = Path(path)
+        self.dim = dim
+        self.stochastic_dim = stochastic_dim
+        meta = {
+            "method": method,
+            "dataset": dataset,
+            "split": split,
+            "dim": str(dim),
+            "stochastic_space": stochastic_space,
+            "stochastic_dim": str(stochastic_dim or 0),
+            "encoder_sha256": encoder_sha256,
+        }
+        self.schema = _embedding_schema(dim, stochastic_dim).with_metadata(
+            {f"sslbench.{k}": v for k, v in meta.items()}
+        )
+        self._pa = pa
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        self.rows = 0
+
+    def _column(self, values: np.ndarray, width: int) -> Any:
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != width:
+            raise ValueError(f"expected a (N, {width}) array, got {values.shape}")
+        flat = self._pa.array(values.reshape(-1), type=self._pa.float32())
+        return self._pa.FixedSizeListArray.from_arrays(flat, width)
+
+    def write(
+        self,
+        index: np.ndarray,
+        label: np.ndarray,
+        embedding: np.ndarray,
+        mu: np.ndarray | None = None,
+        logvar: np.ndarray | None = None,
+    ) -> None:
+        columns = [
+            self._pa.array(np.asarray(index, dtype=np.int64)),
+            self._pa.array(np.asarray(label, dtype=np.int32)),
+            self._column(embedding, self.dim),
+        ]
+        if self.stochastic_dim is not None:
+            if mu is None or logvar is None:
+                raise ValueError("a stochastic embedding table needs mu and logvar")
+            columns += [self._column(mu, self.stochastic_dim), self._column(logvar, self.stochastic_dim)]
+        self._writer.write_table(self._pa.Table.from_arrays(columns, schema=self.schema))
+        self.rows += len(index)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        self._writer.close()
+        self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self) -> EmbeddingWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+
+def read_embeddings(
+    path: str | os.PathLike[str],
+    *,
+    method: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    dim: int | None = None,
+) -> Embeddings:
+    """Read and validate one embedding table; each given expectation is checked against the metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    parts = path.parts
+    rebuild = EMBED_REBUILD.format(method=method or (parts[-3] if len(parts) >= 3 else "<method>"))
+    if not path.is_file():
+        raise UserError(f"embeddings {path} are missing; run `{rebuild}` to build them")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(
+            f"embeddings {path} are truncated or corrupt ({err}); delete the file and run `{rebuild}`"
+        ) from err
+    raw = table.schema.metadata or {}
+    meta = {k.decode()[len("sslbench.") :]: v.decode() for k, v in raw.items() if k.startswith(b"sslbench.")}
+    required = {"method", "dataset", "split", "dim", "stochastic_space", "stochastic_dim"}
+    names = set(table.column_names)
+    if not required <= meta.keys() or not {"index", "label", "embedding"} <= names:
+        raise UserError(f"embeddings {path} lack the sslbench schema or metadata; run `{rebuild}`")
+    for key, want in (("method", method), ("dataset", dataset), ("split", split), ("dim", dim)):
+        if want is not None and meta[key] != str(want):
+            raise UserError(
+                f"embeddings {path} have {key}={meta[key]!r} but {want!r} was expected; "
+                f"the file belongs to another run: run `{rebuild}`"
+            )
+
+    def matrix(name: str) -> np.ndarray:
+        column = table.column(name).combine_chunks()
+        width = column.type.list_size
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32, copy=False)
+
+    embedding = matrix("embedding")
+    if embedding.shape[1] != int(meta["dim"]):
+        raise UserError(f"embeddings {path}: column width {embedding.shape[1]} != dim {meta['dim']}; run `{rebuild}`")
+    stochastic = meta["stochastic_space"] != "none"
+    if stochastic and not {"mu", "logvar"} <= names:
+        raise UserError(f"embeddings {path} are stochastic but lack mu/logvar; run `{rebuild}`")
+    return Embeddings(
+        index=table.column("index").to_numpy(),
+        label=table.column("label").to_numpy().astype(np.int64),
+        embedding=embedding,
+        mu=matrix("mu") if stochastic else None,
+        logvar=matrix("logvar") if stochastic else None,
+        meta=meta,
+    )

@@ -1,0 +1,147 @@
+"""The thin shared base of every pretraining method (composition over inheritance: one level at most).
+
+A method subclasses `SSLMethod`, builds its heads and loss in `__init__`, and implements `loss_step`. The base does
+what every method shares and nothing else:
+- holds the `Encoder` (what `encoder.pt` saves) and the multi-view transform, applied to the batch on the device
+  after transfer (`on_after_batch_transfer`), so augmentations run batched, on GPU when there is one;
+- checks the loss is finite and stops with the step and the offending values when it is not;
+- trains an online linear probe on detached features, with its own loss that never reaches the encoder; the SSL
+  loss is logged apart from it (`train/ssl_loss` vs `train/online_probe_loss`);
+- builds the optimizer (SGD or AdamW on everything but the probe; LARS-free to keep the dependency set small) with
+  linear warm-up and cosine decay, per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch
+from torch import nn
+
+from sslbench.errors import UserError
+from sslbench.models.encoder import Encoder, EncoderSpec
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and schedule. `lr` is the base rate for `batch_size` 256 (linear scaling: lr * batch / 256)."""
+
+    name: str = "sgd"
+    lr: float = 0.3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    probe_lr: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise UserError(f"optim.name must be one of {OPTIMIZERS}, got {self.name!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise UserError(f"optim: need lr > 0, weight_decay >= 0, warmup_epochs >= 0 (got {self})")
+
+
+class LossOutput(NamedTuple):
+    """What `loss_step` returns.
+
+    loss: the scalar SSL loss; features: (B, D) backbone features of the first view of each image (fed, detached, to
+    the online probe; for the supervised baseline too); logs: extra scalars to log under `train/`.
+    """
+
+    loss: torch.Tensor
+    features: torch.Tensor
+    logs: dict[str, torch.Tensor]
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class SSLMethod(L.LightningModule):
+    """Base LightningModule. Batches are `(images, labels)` with uint8 images (B, H, W, 3).
+
+    Args:
+        encoder: the spec of the encoder to train.
+        views: a module mapping float images (B, 3, H, W) in [0, 1] to a list of augmented views.
+        num_classes: classes of the online probe.
+        optim: optimizer and schedule.
+        batch_size: images per step (for the linear lr scaling).
+    """
+
+    def __init__(
+        self, *, encoder: EncoderSpec, views: nn.Module, num_classes: int, optim: OptimConfig, batch_size: int
+    ) -> None:
+        super().__init__()
+        self.encoder = Encoder(encoder)
+        self.views = views
+        self.optim = optim
+        self.batch_size = batch_size
+        self.online_probe = nn.Linear(self.encoder.feature_dim, num_classes)
+
+    # ------------------------------------------------------------------ to implement
+    def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        if images.dtype == torch.uint8:
+            images = images.permute(0, 3, 1, 2).float().div_(255)
+        with torch.no_grad():
+            views = self.views(images)
+        return views, labels
+
+    def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
+        views, labels = batch
+        out = self.loss_step(views, labels)
+        if not torch.isfinite(out.loss):
+            details = ", ".join(f"{k}={v.item():.4g}" for k, v in out.logs.items())
+            raise NonFiniteLossError(
+                f"non-finite SSL loss {out.loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}); {details or 'no other terms'}. "
+                "Lower optim.lr, check the method's temperatures, or use 32-bit precision."
+            )
+        logits = self.online_probe(out.features.detach())
+        probe_loss = nn.functional.cross_entropy(logits, labels)
+        top1 = (logits.argmax(1) == labels).float().mean()
+        bs = labels.shape[0]
+        self.log("train/ssl_loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("train/online_probe_loss", probe_loss, batch_size=bs, sync_dist=True)
+        self.log("train/online_top1", top1, prog_bar=True, batch_size=bs, sync_dist=True)
+        for key, value in out.logs.items():
+            self.log(f"train/{key}", value, batch_size=bs, sync_dist=True)
+        # the probe's loss only reaches the probe (features are detached): the two objectives do not mix
+        return out.loss + probe_loss
+
+    def configure_optimizers(self) -> Any:
+        probe = set(self.online_probe.parameters())
+        params = [p for p in self.parameters() if p.requires_grad and p not in probe]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]  # biases and norm parameters
+        lr = self.optim.lr * self.batch_size / 256
+        groups = [
+            {"params": decay, "weight_decay": self.optim.weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+            {"params": list(self.online_probe.parameters()), "weight_decay": 0.0, "lr": self.optim.probe_lr},
+        ]
+        opt: torch.optim.Optimizer
+        if self.optim.name == "sgd":
+            opt = torch.optim.SGD(groups, lr=lr, momentum=self.optim.momentum)
+        else:
+            opt = torch.optim.AdamW(groups, lr=lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(total - 1, int(self.optim.warmup_epochs * total / max(1, self.trainer.max_epochs or 1)))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        # the probe keeps a constant rate: it must track the moving features, not anneal with them
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor, factor, lambda _: 1.0])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,63 @@
+"""`prepare`: materialise every dataset the study names under `data/datasets/` (DESIGN.md §2).
+
+python -m sslbench.stages.prepare dataset=shapes study.seed=0 prepare.shapes.n_train=4000
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from sslbench.data.embedded import ShapesConfig
+from sslbench.data.grid import sample_grid
+from sslbench.data.registry import check_names, prepare_dataset
+from sslbench.data.splits import open_split
+from sslbench.stages._entry import stage_main
+
+log = logging.getLogger("sslbench.prepare")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    names = list(dict.fromkeys([*cfg.dataset.prepare, *cfg.prepare.extra]))
+    check_names(names)
+    shapes = ShapesConfig(**cfg.prepare.shapes)
+    data_root = Path(cfg.paths.data)
+    raw_root = Path(cfg.prepare.root) if cfg.prepare.root else data_root / "raw"
+    done: dict[str, Any] = {}
+    for name in names:
+        start = time.perf_counter()
+        prepare_dataset(
+            name,
+            data_root,
+            raw_root,
+            seed=int(cfg.study.seed),
+            image_size=int(cfg.dataset.image_size),
+            download=bool(cfg.prepare.download),
+            shapes=shapes,
+        )
+        splits = sorted(p.name for p in (data_root / "datasets" / name).iterdir() if (p / "meta.json").is_file())
+        sizes = {s: len(open_split(data_root, name, s)) for s in splits}
+        done[name] = sizes
+        log.info("prepared %-16s %s in %.1fs", name, sizes, time.perf_counter() - start)
+        if cfg.prepare.sample_grid:
+            for split in splits:
+                source = open_split(data_root, name, split)
+                take = slice(0, min(len(source), 2000))
+                sample_grid(
+                    source.images(take),
+                    source.labels[take],
+                    source.classes,
+                    Path(cfg.paths.reports) / "prepare" / f"{name}_{split}.png",
+                    title=f"{name} / {split}",
+                )
+    return done
+
+
+main = stage_main(run, "prepare")
+
+if __name__ == "__main__":
+    main()
