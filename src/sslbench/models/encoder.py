@@ -24,7 +24,7 @@ from torch import nn
 from sslbench.errors import UserError
 from sslbench.models.backbones import build_backbone
 from sslbench.models.heads import MLP
-from sslbench.models.stochastic import GaussianHead
+from sslbench.models.stochastic import PRIORS, GaussianHead, MixturePrior, StandardNormalPrior, build_prior
 
 STOCHASTIC_SPACES = ("none", "h", "z")
 
@@ -41,6 +41,8 @@ class EncoderSpec:
         stochastic_space: `none`, `h` (Bayes-H) or `z` (Bayes-Z).
         projector_dims: Bayes-Z only: the projector's hidden and output widths (input = feature dim); the projector
             belongs to the encoder because z is computed from it.
+        prior, prior_components: the prior p of the stochastic space (`standard` or `mog` with that many
+            components); part of the encoder so that OOD scores can use log p(mu) (learned for `mog`).
         mean, std: per-channel input normalisation, applied inside the encoder so that every consumer feeds
             float images in [0, 1] (the robustness seed fed unnormalised inputs; we do not).
     """
@@ -51,12 +53,16 @@ class EncoderSpec:
     image_size: int = 32
     stochastic_space: str = "none"
     projector_dims: list[int] = field(default_factory=list)
+    prior: str = "standard"
+    prior_components: int = 10
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
 
     def __post_init__(self) -> None:
         if self.stochastic_space not in STOCHASTIC_SPACES:
             raise UserError(f"encoder.stochastic_space must be one of {STOCHASTIC_SPACES}, got {self.stochastic_space!r}")
+        if self.prior not in PRIORS:
+            raise UserError(f"encoder.prior must be one of {PRIORS}, got {self.prior!r}")
         if self.stochastic_space == "z" and not self.projector_dims:
             raise UserError("encoder.projector_dims is required for the Bayes-Z stochastic space")
 
@@ -91,6 +97,7 @@ class Encoder(nn.Module):
         backbone: maps images to h, (B, feature_dim); `backbone.last_block` is the Grad-CAM layer.
         projector: Bayes-Z only, h -> z (an `MLP`); else None.
         gaussian: the `GaussianHead` of the stochastic space, or None.
+        prior: the prior over the stochastic space (`log_prob(z)`), or None.
     """
 
     def __init__(self, spec: EncoderSpec) -> None:
@@ -105,11 +112,14 @@ class Encoder(nn.Module):
         )
         self.projector: MLP | None = None
         self.gaussian: GaussianHead | None = None
+        self.prior: StandardNormalPrior | MixturePrior | None = None
         if spec.stochastic_space == "h":
             self.gaussian = GaussianHead(self.feature_dim)
         elif spec.stochastic_space == "z":
             self.projector = MLP([self.feature_dim, *spec.projector_dims])
             self.gaussian = GaussianHead(self.projector.out_dim)
+        if self.gaussian is not None:
+            self.prior = build_prior(spec.prior, self.gaussian.dim, spec.prior_components)
 
     @property
     def embedding_dim(self) -> int:
