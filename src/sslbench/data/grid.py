@@ -9,8 +9,9 @@ import numpy as np
 from sslbench.io import atomic_path
 
 
-def sample_grid(images: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, per_class: int = 8,
-                title: str = "") -> None:
+def sample_grid(
+    images: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, per_class: int = 8, title: str = ""
+) -> None:
     """Write a grid: one row per class (up to 20 classes), `per_class` random-but-fixed samples per row."""
     import matplotlib
 
@@ -19,11 +20,12 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, classes: list[str], path
 
     rng = np.random.default_rng(0)
     shown = list(range(min(len(classes), 20)))
-    fig, axes = plt.subplots(len(shown), per_class, figsize=(per_class * 0.8, len(shown) * 0.8 + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(shown), per_class, figsize=(per_class * 0.8, len(shown) * 0.8 + 0.4), squeeze=False)
     for row, c in enumerate(shown):
         members = np.flatnonzero(labels == c)
-        picks: np.ndarray | list[int] = rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
+        picks: np.ndarray | list[int] = (
+            rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
+        )
         for col in range(per_class):
             ax = axes[row, col]
             ax.axis("off")

@@ -1,31 +1,32 @@
-"""Real datasets (placeholder: filled in by the real-datasets work; see DESIGN.md §6).
+"""Real datasets through the same interface as the embedded ones (DESIGN.md §3, §6).
 
-Each entry of `REAL_DATASETS` materialises one dataset under `data/datasets/<name>/<split>/` from a local root,
-or downloads it when allowed. Offline with no local copy it raises `UserError` naming the dataset, the expected
-layout and where to get it.
+Each entry of `REAL_DATASETS` materialises `data/datasets/<name>/{train,val,test}/` from the dataset's official
+on-disk layout under `<raw_root>/<name>/` (`prepare.root`, default `data/raw`), downloading it first when
+`prepare.download=true` (checksum-verified, archives extracted only if no member escapes the target). Offline with
+no local copy it raises `UserError` naming the dataset, the expected layout, the fix and where to get it.
+
+| name | splits (train / val / test) | written as |
+|---|---|---|
+| cifar10, cifar100, svhn, stl10, mnist | official train minus 10 % per class / that 10 % / official test | arrays |
+| tinyimagenet | official train minus 10 % / that 10 % / official val (test labels are not public) | arrays |
+| dtd, flowers102 | the official train / val / test lists (DTD: partition 1) | arrays |
+| imagenet, places365 | official train minus 1 % / that 1 % / official val | index |
+| sun397 | Training_01 minus 10 % / that 10 % / Testing_01 | index |
+
+Readers live in `real_arrays.py` (array files) and `real_folders.py` (image files with lists); the shared locate,
+download, carve and write steps in `real_common.py`; downloads and safe extraction in `download.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
+from sslbench.data import real_arrays, real_folders
+from sslbench.data.real_common import DatasetSpec, RealContext, build
 
-@dataclass(frozen=True)
-class RealContext:
-    """Where and how to materialise a real dataset.
+__all__ = ["REAL_DATASETS", "SPECS", "RealContext"]
 
-    data_root: the study's `data/` folder; raw_root: the folder holding (or receiving) the raw downloads, one
-    sub-folder per dataset; download: whether to try the network; image_size: the study resolution; seed: for
-    carving validation splits.
-    """
+SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (*real_arrays.SPECS, *real_folders.SPECS)}
 
-    data_root: Path
-    raw_root: Path
-    download: bool
-    image_size: int
-    seed: int
-
-
-REAL_DATASETS: dict[str, Callable[[RealContext], None]] = {}
+REAL_DATASETS: dict[str, Callable[[RealContext], None]] = {name: partial(build, spec) for name, spec in SPECS.items()}

@@ -53,14 +53,16 @@ SHAPES: dict[str, Mask] = {
     "ellipse": lambda u, v: (u / 0.9) ** 2 + (v / 0.45) ** 2 <= 1,
     "crescent": lambda u, v: (u**2 + v**2 <= 0.8**2) & ((u - 0.35) ** 2 + v**2 >= 0.6**2),
     "half_disk": lambda u, v: (u**2 + v**2 <= 0.85**2) & (v >= -0.1),
-    "l_shape": lambda u, v: ((np.abs(u + 0.45) <= 0.25) & (np.abs(v) <= 0.8))
-    | ((np.abs(v - 0.55) <= 0.25) & (np.abs(u) <= 0.7)),
+    "l_shape": lambda u, v: (
+        ((np.abs(u + 0.45) <= 0.25) & (np.abs(v) <= 0.8)) | ((np.abs(v - 0.55) <= 0.25) & (np.abs(u) <= 0.7))
+    ),
     # held out as near-OOD by default
     "hexagon": _polygon(6, 0.85),
     "heart": lambda u, v: ((1.3 * u) ** 2 + (1.3 * -v) ** 2 - 1) ** 3 - (1.3 * u) ** 2 * (1.3 * -v) ** 3 <= 0,
     "arrow": lambda u, v: ((np.abs(v) <= 0.2) & (u >= -0.85) & (u <= 0.2)) | ((u >= 0.1) & (np.abs(v) <= 0.8 - u)),
-    "t_shape": lambda u, v: ((np.abs(u) <= 0.22) & (v <= 0.6) & (v >= -0.85))
-    | ((np.abs(v - 0.62) <= 0.22) & (np.abs(u) <= 0.8)),
+    "t_shape": lambda u, v: (
+        ((np.abs(u) <= 0.22) & (v <= 0.6) & (v >= -0.85)) | ((np.abs(v - 0.62) <= 0.22) & (np.abs(u) <= 0.8))
+    ),
 }
 TEXTURES = ("flat", "gradient", "stripes", "checker", "blobs")
 
@@ -159,7 +161,9 @@ def generate(
     return out
 
 
-def generate_noise_textures(seed: int, n_per_split: dict[str, int], size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def generate_noise_textures(
+    seed: int, n_per_split: dict[str, int], size: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Far-OOD set: background textures plus strong pixel noise, no shape. Label 0 ("texture") for all."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, n in n_per_split.items():
