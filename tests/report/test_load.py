@@ -1,0 +1,29 @@
+from pathlib import Path
+
+from sslbench.report.load import corruption_group, load_study
+from tests.report.fakes import write_fake_study
+
+
+def test_load_study_tolerates_missing_and_broken_inputs(tmp_path: Path) -> None:
+    root = write_fake_study(tmp_path, methods=("simclr", "byol"), missing=(("ood", "byol"),))
+    (root / "reports" / "probe" / "simclr.json").write_text("{not json")
+    (root / "reports" / "robustness" / "plots" / "byol" / "errors.csv").write_text("a,b\n1,2\n")
+    live = root / "reports" / "pretrain" / "plots" / "byol" / "plots" / "metrics" / "train"  # DVCLive's layout
+    live.mkdir(parents=True)
+    (live / "knn_top1.tsv").write_text("timestamp\tstep\tknn_top1\n0\t0\t0.1\n0\t5\t0.3\n")
+    study = load_study(root / "reports", root / "models", ["simclr", "byol"])
+    assert study.area("probe")["simclr"] is None and study.area("probe")["byol"] is not None
+    reasons = {(m.path.parent.name, m.path.stem): (m.reason, m.rebuild) for m in study.missing}
+    assert reasons == {("probe", "simclr"): ("unreadable (JSONDecodeError)", "dvc repro probe@simclr"),
+                       ("ood", "byol"): ("missing", "dvc repro ood@byol")}
+    assert any("lacking the column(s) corruption, severity, error" in m.sentence() for m in study.missing_plots)
+    assert set(study.errors["method"]) == {"simclr"} and set(study.roc["method"]) == {"simclr"}
+    assert set(study.roc["group"]) == {"near", "far"} and set(study.gradcam) == {"simclr", "byol"}
+    # the ood stage's wide ROC files: one curve per score; deterministic models have no stochastic score
+    assert set(study.roc["score"]) == {"msp", "energy", "mahalanobis", "knn"}
+    assert study.ssim is not None and set(study.ssim["group"]) == {"noise", "blur", "weather", "digital", "extra"}
+    # the pretrain stage's train.csv (epoch kept, not a curve) and a DVCLive TSV (timestamp ignored)
+    assert set(study.curves["metric"]) == {"ssl_loss", "online_top1", "lr", "knn_top1"}
+    assert study.curves[study.curves["metric"] == "knn_top1"]["epoch"].isna().all()
+    assert study.model_configs["byol"]["pretrain"]["epochs"] == 6
+    assert study.merged()["simclr"]["pretrain/wall_s"] > 0 and corruption_group("fog") == "weather"
