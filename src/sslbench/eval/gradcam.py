@@ -1,0 +1,122 @@
+"""Grad-CAM of the frozen encoder with the linear probe as classifier (REFERENCE.md §2.4).
+
+Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
+ICCV 2017, https://arxiv.org/abs/1610.02391): for target class c and feature maps A^k of a layer,
+α_k = mean_{i,j} ∂y^c/∂A^k_{ij} and the map is ReLU(Σ_k α_k A^k), upsampled to the input size and scaled to [0, 1].
+Computed with pytorch-grad-cam (`pytorch_grad_cam.GradCAM`) on `encoder.backbone.last_block` (the last conv block;
+for a ViT its last transformer block, with the patch tokens reshaped to a grid), model = images in [0, 1] →
+encoder embedding → linear probe (`LinearProbe.as_module()`, which folds the probe's feature standardisation into
+the layer and so takes raw embeddings), target = the true label (`ClassifierOutputTarget`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from sslbench.models.encoder import Encoder
+
+
+class ProbedEncoder(nn.Module):
+    """images (B, 3, H, W) in [0, 1] → logits (B, C): the encoder's downstream embedding, then the linear probe."""
+
+    def __init__(self, encoder: Encoder, probe: nn.Linear) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.probe = probe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probe(self.encoder(x).embedding)
+
+
+def _vit_reshape(prefix_tokens: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, prefix_tokens:, :]
+        side = int(round(patches.shape[1] ** 0.5))
+        return patches.reshape(patches.shape[0], side, side, patches.shape[2]).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def gradcam(
+    encoder: Encoder, probe: nn.Linear, images: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM maps for the true labels and the probe's predictions.
+
+    Args:
+        encoder: the frozen encoder (put in eval mode here); probe: a linear layer on its raw embeddings.
+        images: uint8 (N, H, W, 3); labels: (N,) the true classes (the Grad-CAM targets).
+
+    Returns:
+        cams float32 (N, H, W) in [0, 1]; predictions int64 (N,) of the same forward pass.
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = ProbedEncoder(encoder, probe).eval()
+    reshape = None
+    if encoder.spec.backbone == "vit_small":
+        reshape = _vit_reshape(int(getattr(encoder.backbone.net, "num_prefix_tokens", 1)))
+    x = torch.as_tensor(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    targets = [ClassifierOutputTarget(int(y)) for y in labels]
+    with GradCAM(model=model, target_layers=[encoder.backbone.last_block], reshape_transform=reshape) as cam:
+        maps = cam(input_tensor=x, targets=targets)
+        logits = cam.outputs.detach()
+    return np.asarray(maps, np.float32), logits.argmax(1).numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class CamRow:
+    """One condition of the panel (e.g. `clean`, `fog (3)`): images uint8 (N, H, W, 3), their CAMs (N, H, W),
+    true labels and predictions (N,)."""
+
+    title: str
+    images: np.ndarray
+    cams: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+
+
+def gradcam_panel(rows: Sequence[CamRow], classes: Sequence[str], path: str | os.PathLike[str], title: str) -> None:
+    """Write a PNG: one row per condition, and for each image three panels image | CAM | overlay, headed by the
+    condition, true and predicted class, marked correct (green) or wrong (red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from sslbench.io import atomic_path
+
+    n_images = max(len(r.images) for r in rows)
+    fig, axes = plt.subplots(len(rows), 3 * n_images, figsize=(3 * n_images * 1.25, len(rows) * 1.7 + 0.5),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for i in range(n_images):
+            cells = axes[r, 3 * i : 3 * i + 3]
+            for ax in cells:
+                ax.axis("off")
+            if i >= len(row.images):
+                continue
+            image = row.images[i].astype(np.float32) / 255.0
+            cells[0].imshow(row.images[i], interpolation="nearest")
+            cells[1].imshow(row.cams[i], cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
+            cells[2].imshow(show_cam_on_image(image, row.cams[i], use_rgb=True), interpolation="nearest")
+            correct = int(row.predictions[i]) == int(row.labels[i])
+            cells[0].set_title(
+                f"{row.title}\ntrue {classes[int(row.labels[i])]} / pred {classes[int(row.predictions[i])]}\n"
+                f"{'correct' if correct else 'wrong'}",
+                fontsize=6, loc="left", color="green" if correct else "red",
+            )
+            cells[1].set_title("Grad-CAM", fontsize=6)
+            cells[2].set_title("overlay", fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,168 @@
+"""The `corrupt` stage: generated sets (byte-identical reruns), SSIM report, small images, bad inputs, and the
+located sources in their real layouts (CIFAR-10-C, ImageNet-C)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sslbench.data import corruptions as C
+from sslbench.data.splits import write_index
+from sslbench.errors import UserError
+from sslbench.io import read_split, split_dir, write_split
+from sslbench.stages import corrupt
+
+
+def _study(tiny_data: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "datasets" / "shapes", data / "datasets" / "shapes")
+    return data
+
+
+def _overrides(data: Path, reports: Path, *extra: str) -> list[str]:
+    return [f"paths.data={data}", f"paths.reports={reports}", "corrupt.samples=false", *extra]
+
+
+def test_generated_sets_are_complete_and_byte_identical(compose, tiny_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = _study(tiny_data, tmp_path)
+    cfg = compose("corrupt", _overrides(data, tmp_path / "r", "corrupt.n_images=4", "corrupt.workers=2"))
+    out = corrupt.run(cfg)
+    assert out["sets"] == 95 and out["n_images"] == 4
+    root = data / "corrupted" / "shapes"
+    family = json.loads((root / "meta.json").read_text())
+    assert family["corruptions"] == list(C.CORRUPTIONS) and family["severities"] == [1, 2, 3, 4, 5]
+    assert "ImageNet-C corruptions" in family["name"] and "CIFAR-10-C" not in family["name"]
+    test = read_split(split_dir(data, "shapes", "test"))
+    index = np.asarray(family["index"])
+    assert len(index) == 4 and index.tolist() == sorted(index.tolist())
+    first = {}
+    for c in C.CORRUPTIONS:
+        for s in range(1, 6):
+            split = read_split(root / c / str(s), verify=True)
+            assert split.meta["index"] == index.tolist() and split.meta["corruption"] == c
+            assert split.meta["severity"] == s and split.meta["seed"] == 0 and split.meta["group"] == C.GROUP_OF[c]
+            assert split.images.shape == (4, 32, 32, 3) and np.array_equal(split.labels, test.labels[index])
+            first[(c, s)] = (root / c / str(s) / "images.npy").read_bytes()
+    assert not np.array_equal(read_split(root / "fog" / "5").images, test.images[index])
+    with open(tmp_path / "r" / "corrupt" / "ssim.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 95 and {r["corruption"] for r in rows} == set(C.CORRUPTIONS)
+    noise = {int(r["severity"]): float(r["ssim_mean"]) for r in rows if r["corruption"] == "gaussian_noise"}
+    assert 1 > noise[1] > noise[5] > 0  # more noise, less similar
+    assert (tmp_path / "r" / "corrupt" / "ssim.png").read_bytes()[:4] == b"\x89PNG"
+    # a second run, in this process, of the two corruptions numpy's seed does not reach: the same bytes
+    again = ["corrupt.n_images=4", "corrupt.workers=1", "corrupt.corruptions=[glass_blur,impulse_noise]"]
+    corrupt.run(compose("corrupt", _overrides(data, tmp_path / "r", *again)))
+    for c in ("glass_blur", "impulse_noise"):
+        for s in range(1, 6):
+            assert (root / c / str(s) / "images.npy").read_bytes() == first[(c, s)], (c, s)
+
+
+def test_small_images_are_resized_and_said_so(compose, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    write_split(split_dir(data, "shapes", "test"), images, np.arange(5) % 2, {"classes": ["a", "b"]})
+    base = _overrides(data, tmp_path / "r", "corrupt.corruptions=[glass_blur,fog]", "corrupt.severities=2",
+                      "corrupt.workers=1")
+    with caplog.at_level(logging.WARNING, logger="sslbench.corrupt"):
+        corrupt.run(compose("corrupt", base))
+    said = [r.getMessage() for r in caplog.records]
+    for name in ("glass_blur", "fog"):
+        assert any(name in m and "corrupt.resize=upsample" in m and "16x16" in m for m in said), said
+    split = read_split(data / "corrupted" / "shapes" / "fog" / "2")
+    assert split.images.shape == (5, 16, 16, 3) and split.meta["resize"]["applied"]
+    shutil.rmtree(data / "corrupted")
+    with pytest.raises(UserError, match="below corrupt.min_size=32"):
+        corrupt.run(compose("corrupt", [*base, "corrupt.resize=error"]))
+    assert not (data / "corrupted").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("corrupt.corruptions=[fog,fogg]", "unknown corruption 'fogg'; valid corruptions: gaussian_noise, shot_noise"),
+        ("corrupt.severities=6", "severity 6 is not valid; severities are integers 1..5"),
+        ("corrupt.severities=[0,1]", "severity 0 is not valid"),
+        ("corrupt.n_images=0", "corrupt.n_images must be a positive integer or `all`"),
+        ("corrupt.resize=crop", "unknown corrupt.resize 'crop'"),
+        ("corrupt.workers=0", "corrupt.workers must be >= 1"),
+        ("corrupt.min_size=16", "corrupt.min_size must be >= 32"),
+    ],
+)
+def test_bad_inputs_fail_before_work(compose, tmp_path: Path, override: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = compose("corrupt", _overrides(tmp_path / "data", tmp_path / "r", override))
+    with pytest.raises(UserError, match=message):
+        corrupt.run(cfg)
+    assert not tmp_path.joinpath("data").exists() and not tmp_path.joinpath("r").exists()
+
+
+def test_cifar10_c_is_located_in_its_real_layout(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, raw = tmp_path / "data", tmp_path / "raw" / "CIFAR-10-C"
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 10000)
+    test_images = np.zeros((10000, 32, 32, 3), np.uint8)
+    test_images[:, 8:24, 8:24] = 200
+    write_split(split_dir(data, "cifar10", "test"), test_images, labels, {"classes": [str(i) for i in range(10)]})
+    raw.mkdir(parents=True)
+    np.save(raw / "labels.npy", np.tile(labels, 5).astype(np.uint8))
+    for name in ("fog", "zoom_blur"):
+        array = np.lib.format.open_memmap(raw / f"{name}.npy", mode="w+", dtype=np.uint8, shape=(50000, 32, 32, 3))
+        for severity in range(1, 6):  # a sparse file; each image says where it came from
+            block = slice((severity - 1) * 10000, severity * 10000)
+            array[block, 0, 0, 0] = severity
+            array[block, 0, 0, 1] = np.arange(10000) % 256
+            array[block, 0, 0, 2] = np.arange(10000) // 256
+        array.flush()
+        del array
+    base = _overrides(data, tmp_path / "r", "dataset=cifar10", "corrupt.corruptions=[fog,zoom_blur]",
+                      "corrupt.severities=[2,5]", "corrupt.n_images=6", f"corrupt.root={raw}")
+    out = corrupt.run(compose("corrupt", base))
+    assert out["name"] == "CIFAR-10-C" and out["sets"] == 4
+    family = json.loads((data / "corrupted" / "cifar10" / "meta.json").read_text())
+    index = np.asarray(family["index"])
+    for name in ("fog", "zoom_blur"):
+        for severity in (2, 5):
+            split = read_split(data / "corrupted" / "cifar10" / name / str(severity))
+            assert (split.images[:, 0, 0, 0] == severity).all()
+            rows = split.images[:, 0, 0, 1].astype(int) + 256 * split.images[:, 0, 0, 2].astype(int)
+            assert rows.tolist() == index.tolist() and split.meta["index"] == index.tolist()
+            assert np.array_equal(split.labels, labels[index])
+    with pytest.raises(UserError, match=r"snow.npy is missing. Get CIFAR-10-C .*zenodo"):
+        corrupt.run(compose("corrupt", [*base, "corrupt.corruptions=[fog,snow]"]))
+
+
+def test_imagenet_c_is_located_in_its_real_layout(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    data, imagenet, inc = tmp_path / "data", tmp_path / "imagenet", tmp_path / "ImageNet-C"
+    wnids = ["n01440764", "n01443537"]
+    rows, rng = [], np.random.default_rng(0)
+    for k in range(4):
+        wnid, name = wnids[k % 2], f"ILSVRC2012_val_{k + 1:08d}.JPEG"
+        path = imagenet / "val" / wnid / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
+        rows.append((f"val/{wnid}/{name}", k % 2))
+        for severity in (1, 3):
+            target = inc / "gaussian_noise" / str(severity) / wnid / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)).save(target)
+    write_index(split_dir(data, "imagenet", "test"), rows, {"root": str(imagenet), "classes": wnids, "image_size": 32})
+    base = _overrides(data, tmp_path / "r", "dataset=imagenet", "corrupt.corruptions=gaussian_noise",
+                      "corrupt.severities=[1,3]", "corrupt.n_images=all", f"corrupt.root={inc}")
+    assert corrupt.run(compose("corrupt", base))["name"] == "ImageNet-C"
+    source = C.open_corrupted(data, "imagenet", "gaussian_noise", 3)
+    assert source.meta["index"] == [0, 1, 2, 3] and source.labels.tolist() == [0, 1, 0, 1]
+    assert source.images(np.arange(4)).shape == (4, 32, 32, 3)
+    with open(source.directory / "index.csv") as fh:
+        assert next(csv.DictReader(fh))["path"] == "gaussian_noise/3/n01440764/ILSVRC2012_val_00000001.JPEG"
+    with open(tmp_path / "r" / "corrupt" / "ssim.csv") as fh:
+        assert [r["severity"] for r in csv.DictReader(fh)] == ["1", "3"]
+    with pytest.raises(UserError, match=r"ImageNet-C not found: .*gaussian_noise/1 is missing.*<wnid>"):
+        corrupt.run(compose("corrupt", [*base, f"corrupt.root={tmp_path / 'nowhere'}"]))
