@@ -131,7 +131,8 @@ def write_fake_study(
         f"{c},{corruption_group(c)},{s},{1 - 0.12 * s * (1 + j % 4) / 4:.4f},0.05,100\n"
         for j, c in enumerate(CORRUPTIONS) for s in range(1, 6)))
     params = {
-        "study": {"seed": 0, "dataset": "shapes", "methods": list(params_methods or methods)},
+        "study": {"seed": 0, "dataset": "shapes"},
+        "methods": {m: {} for m in (params_methods or methods)},
         "prepare": {"shapes": {"n_train": 4000, "n_val": 500, "n_test": 1000, "n_ood": 500}},
         "pretrain": {"epochs": 6, "batch_size": 256},
         "probe": {"n_samples": 12,

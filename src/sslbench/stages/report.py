@@ -43,16 +43,18 @@ def read_params(path: Path | None) -> dict[str, Any] | None:
 
 
 def study_methods(cfg: DictConfig, params: dict[str, Any] | None, params_file: str) -> list[str]:
-    """`study.methods` from the config, else from the params file; checked to be unique method names."""
+    """`study.methods` from the config, else the keys of `methods:` in the params file; checked to be unique."""
     source = "study.methods"
     raw: Any = cfg.study.methods
     if raw is None:
-        raw = (params or {}).get("study", {}).get("methods") if isinstance((params or {}).get("study"), dict) \
-            else None
-        source = f"`study.methods` of {params_file or 'the params file'}"
+        # params.yaml lists the study's methods as the keys of `methods:` (values: per-method overrides)
+        raw = (params or {}).get("methods")
+        if isinstance(raw, dict):
+            raw = list(raw)
+        source = f"`methods` of {params_file or 'the params file'}"
         if raw is None:
             raise UserError(
-                f"no method list: set study.methods=[...] or give report.params_file with a `study.methods` list "
+                f"no method list: set study.methods=[...] or give report.params_file with a `methods:` section "
                 f"({params_file or 'no params file'} has none)"
             )
     if isinstance(raw, ListConfig):
