@@ -4,6 +4,9 @@ A method subclasses `SSLMethod`, builds its heads and loss in `__init__`, and im
 what every method shares and nothing else:
 - holds the `Encoder` (what `encoder.pt` saves) and the multi-view transform, applied to the batch on the device
   after transfer (`on_after_batch_transfer`), so augmentations run batched, on GPU when there is one;
+- when `view_seed` is set (the pretrain stage sets it to `study.seed`), reseeds torch's generator before each step
+  from (view_seed, global step, rank), so a resumed run draws the same augmentations (and any other sampling noise
+  of the step) as an uninterrupted one;
 - checks the loss is finite and stops with the step and the offending values when it is not;
 - trains an online linear probe on detached features, with its own loss that never reaches the encoder; the SSL
   loss is logged apart from it (`train/ssl_loss` vs `train/online_probe_loss`);
@@ -15,9 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
@@ -72,6 +76,9 @@ class SSLMethod(L.LightningModule):
         batch_size: images per step (for the linear lr scaling).
     """
 
+    # False for baselines that are not optimised (random_init): the stage saves the initial encoder
+    trainable: ClassVar[bool] = True
+
     def __init__(
         self, *, encoder: EncoderSpec, views: nn.Module, num_classes: int, optim: OptimConfig, batch_size: int
     ) -> None:
@@ -80,7 +87,21 @@ class SSLMethod(L.LightningModule):
         self.views = views
         self.optim = optim
         self.batch_size = batch_size
-        self.online_probe = nn.Linear(self.encoder.feature_dim, num_classes)
+        # features are standardised first (BN without affine, batch statistics in training): raw pooled features
+        # vary little around a large mean, which left a plain linear probe at chance for hundreds of steps
+        self.online_probe = nn.Sequential(
+            nn.BatchNorm1d(self.encoder.feature_dim, affine=False), nn.Linear(self.encoder.feature_dim, num_classes)
+        )
+        self.num_classes = num_classes
+        self.view_seed: int | None = None
+        # the last step's SSL loss and online top-1 (detached), read by the pretrain stage's history
+        self.step_metrics: dict[str, torch.Tensor] = {}
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run (for schedules such as BYOL's momentum); 1 outside a Trainer."""
+        trainer = self._trainer
+        return 1 if trainer is None else max(1, int(trainer.estimated_stepping_batches))
 
     # ------------------------------------------------------------------ to implement
     def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
@@ -89,6 +110,9 @@ class SSLMethod(L.LightningModule):
     # ------------------------------------------------------------------ shared
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
+        if self.view_seed is not None and self._trainer is not None:
+            state = np.random.SeedSequence([self.view_seed, self.global_step, self.global_rank]).generate_state(2)
+            torch.manual_seed(int(state[0]) << 32 | int(state[1]))
         if images.dtype == torch.uint8:
             images = images.permute(0, 3, 1, 2).float().div_(255)
         with torch.no_grad():
@@ -109,6 +133,7 @@ class SSLMethod(L.LightningModule):
         probe_loss = nn.functional.cross_entropy(logits, labels)
         top1 = (logits.argmax(1) == labels).float().mean()
         bs = labels.shape[0]
+        self.step_metrics = {"ssl_loss": out.loss.detach(), "online_top1": top1.detach()}
         self.log("train/ssl_loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("train/online_probe_loss", probe_loss, batch_size=bs, sync_dist=True)
         self.log("train/online_top1", top1, prog_bar=True, batch_size=bs, sync_dist=True)

@@ -3,8 +3,9 @@
 Every backbone maps images (B, 3, H, W), normalised floats, to features (B, feature_dim) and exposes its last
 convolutional (or transformer) block as `module.last_block`, the Grad-CAM target layer.
 
-- `convnet`: the CPU-friendly default, 4 conv blocks (32-64-128-256 channels, BN, ReLU, stride-2 pooling) and global
-  average pooling; measured at ~480 img/s training with SimCLR on 32 px on a 2-core CPU (DESIGN.md §6).
+- `convnet`: the CPU-friendly default, 4 conv blocks (w-2w-4w-8w channels with `width` w = 32 by default, BN, ReLU,
+  stride-2 pooling) and global average pooling; measured at ~480 img/s training with SimCLR on 32 px on a 2-core CPU
+  (DESIGN.md §6). The compute grows as width^2.
 - `resnet18`, `resnet50` (torchvision, random init) with a `stem`: `cifar` (3x3 stride-1 conv, no max-pool; solo-learn
   and the DISSL repo at 32 px), `tinyimagenet` (3x3 stride-1 conv, max-pool kept; DISSL repo at 64 px) or `imagenet`
   (the original 7x7 stride-2 conv + max-pool).
@@ -106,9 +107,9 @@ class _ViT(nn.Module):
 
 
 def build_backbone(
-    name: str, *, stem: str = "cifar", out_dim: int | None = None, image_size: int = 32
+    name: str, *, stem: str = "cifar", out_dim: int | None = None, image_size: int = 32, width: int = 32
 ) -> tuple[nn.Module, int]:
-    """Build a randomly initialised backbone; returns `(module, feature_dim)`.
+    """Build a randomly initialised backbone; returns `(module, feature_dim)`. `width` is the convnet's first width.
 
     Raises:
         UserError: unknown `name` or `stem`, or `out_dim` given for a backbone that does not support it.
@@ -120,8 +121,10 @@ def build_backbone(
     if out_dim is not None and out_dim < 1:
         raise UserError(f"backbone.out_dim must be a positive integer or null, got {out_dim}")
     trunk: ConvNet | _ResNetTrunk | _ViT
+    if width < 1:
+        raise UserError(f"backbone.width must be a positive integer, got {width}")
     if name == "convnet":
-        trunk = ConvNet()
+        trunk = ConvNet((width, 2 * width, 4 * width, 8 * width))
     elif name == "vit_small":
         if out_dim is not None:
             raise UserError("backbone.out_dim (DISSL '+dim') is only supported by conv backbones, not vit_small")

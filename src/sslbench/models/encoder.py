@@ -38,6 +38,7 @@ class EncoderSpec:
         stem: ResNet stem (`cifar`, `tinyimagenet`, `imagenet`).
         out_dim: DISSL "+dim" widening, or None.
         image_size: input resolution (needed by ViT).
+        width: first-block width of the `convnet` (w-2w-4w-8w); ignored by the other backbones.
         stochastic_space: `none`, `h` (Bayes-H) or `z` (Bayes-Z).
         projector_dims: Bayes-Z only: the projector's hidden and output widths (input = feature dim); the projector
             belongs to the encoder because z is computed from it.
@@ -51,6 +52,7 @@ class EncoderSpec:
     stem: str = "cifar"
     out_dim: int | None = None
     image_size: int = 32
+    width: int = 32
     stochastic_space: str = "none"
     projector_dims: list[int] = field(default_factory=list)
     prior: str = "standard"
@@ -60,7 +62,9 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         if self.stochastic_space not in STOCHASTIC_SPACES:
-            raise UserError(f"encoder.stochastic_space must be one of {STOCHASTIC_SPACES}, got {self.stochastic_space!r}")
+            raise UserError(
+                f"encoder.stochastic_space must be one of {STOCHASTIC_SPACES}, got {self.stochastic_space!r}"
+            )
         if self.prior not in PRIORS:
             raise UserError(f"encoder.prior must be one of {PRIORS}, got {self.prior!r}")
         if self.stochastic_space == "z" and not self.projector_dims:
@@ -108,7 +112,7 @@ class Encoder(nn.Module):
         self.register_buffer("mean_", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std_", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self.backbone, self.feature_dim = build_backbone(
-            spec.backbone, stem=spec.stem, out_dim=spec.out_dim, image_size=spec.image_size
+            spec.backbone, stem=spec.stem, out_dim=spec.out_dim, image_size=spec.image_size, width=spec.width
         )
         self.projector: MLP | None = None
         self.gaussian: GaussianHead | None = None

@@ -1,0 +1,218 @@
+"""Augmented views: per-view transforms on image batches and a multi-view wrapper (STYLE.md #7).
+
+Every transform runs batched on tensors, with parameters drawn per sample (kornia.augmentation, which works the same
+on CPU and GPU), on float images (B, 3, H, W) in [0, 1]; the encoder normalises afterwards. A method's views are
+configured in `conf/method/<name>.yaml` under `views:` with one of the builders below:
+
+- `symmetric_views`: n identical pipelines (SimCLR, Chen et al. 2020, https://arxiv.org/abs/2002.05709, App. A:
+  random resized crop (scale 0.08-1), horizontal flip, colour jitter (0.8s, 0.8s, 0.8s, 0.2s) with p 0.8, grayscale
+  p 0.2, Gaussian blur p 0.5 with sigma in [0.1, 2] and a kernel of 10% of the image side).
+- `asymmetric_views`: BYOL's two different pipelines (Grill et al. 2020, https://arxiv.org/abs/2006.07733, Table 6:
+  blur p 1.0 / 0.1, solarize p 0.0 / 0.2, colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2).
+- `multi_crop_views`: 2 global crops (BYOL-style asymmetric) + `n_local` small local crops (SwAV, Caron et al. 2020,
+  https://arxiv.org/abs/2006.09882; DINO, Caron et al. 2021, https://arxiv.org/abs/2104.14294: global scale
+  (0.4, 1), local scale (0.05, 0.4), local blur p 0.5). Global views come first in the returned list.
+
+Colour jitter is our `ColorJitter` (torchvision semantics for brightness/contrast/saturation, hue as a YIQ rotation;
+kornia's was the slowest part of a CPU step, see the class). The randomness comes from torch's global generator; the
+pretraining base reseeds it at every step from (seed, step, rank), so a resumed run draws the same views.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from sslbench.errors import UserError
+
+
+def _blur_kernel(size: int) -> int:
+    """SimCLR's kernel: 10% of the image side, odd, at least 3."""
+    k = max(3, int(round(0.1 * size)))
+    return k if k % 2 == 1 else k + 1
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_GRAY = torch.tensor([0.299, 0.587, 0.114])
+
+
+class ColorJitter(nn.Module):
+    """Colour jitter with per-sample factors, applied to each sample with probability `p`.
+
+    Brightness x*b, contrast blend with the image's mean grey, saturation blend with the pixel's grey (torchvision
+    definitions, factors uniform in [max(0, 1 - x), 1 + x]), hue rotated by 2*pi*h, h uniform in [-hue, hue], in the
+    four ops' order drawn once per batch, clamping to [0, 1] after each op (as torchvision).
+    Hand-written rather than kornia's `ColorJitter` because kornia's HSV round trip for the hue dominated a training
+    step on CPU (~1 s per 256 images of 32 px, more than the convnet's forward and backward); the hue is instead a
+    rotation about the grey axis in YIQ space, a per-sample 3x3 matrix (close to, not identical with, an HSV hue
+    shift). Forward: (B, 3, H, W) in [0, 1] -> same.
+    """
+
+    def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, p: float = 1.0) -> None:
+        super().__init__()
+        if not 0.0 <= hue <= 0.5 or min(brightness, contrast, saturation) < 0:
+            raise UserError(f"colour jitter needs brightness, contrast, saturation >= 0 and 0 <= hue <= 0.5, got "
+                            f"{brightness}, {contrast}, {saturation}, {hue}")
+        self.brightness, self.contrast, self.saturation, self.hue, self.p = brightness, contrast, saturation, hue, p
+
+    @staticmethod
+    def _factors(n: int, x: float, ref: torch.Tensor) -> torch.Tensor:
+        low = max(0.0, 1.0 - x)
+        return torch.empty(n, 1, 1, 1, device=ref.device, dtype=ref.dtype).uniform_(low, 1.0 + x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n = images.shape[0]
+        apply = torch.rand(n, device=images.device) < self.p
+        out = images
+        gray_w = _GRAY.to(images)
+        for op in torch.randperm(4).tolist():
+            if op == 0 and self.brightness > 0:
+                out = (out * self._factors(n, self.brightness, out)).clamp(0, 1)
+            elif op == 1 and self.contrast > 0:
+                mean = torch.einsum("bchw,c->b", out, gray_w).div(out.shape[-1] * out.shape[-2]).view(n, 1, 1, 1)
+                c = self._factors(n, self.contrast, out)
+                out = (out * c + mean * (1 - c)).clamp(0, 1)
+            elif op == 2 and self.saturation > 0:
+                gray = torch.einsum("bchw,c->bhw", out, gray_w).unsqueeze(1)
+                s = self._factors(n, self.saturation, out)
+                out = (out * s + gray * (1 - s)).clamp(0, 1)
+            elif op == 3 and self.hue > 0:
+                theta = torch.empty(n, device=out.device, dtype=out.dtype).uniform_(-self.hue, self.hue) * 2 * math.pi
+                cos, sin = theta.cos(), theta.sin()
+                rot = torch.zeros(n, 3, 3, device=out.device, dtype=out.dtype)
+                rot[:, 0, 0] = 1
+                rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+                t = _RGB_TO_YIQ.to(out)
+                m = torch.linalg.inv(t) @ rot @ t  # (B, 3, 3)
+                out = torch.einsum("bij,bjhw->bihw", m, out).clamp(0, 1)
+        return torch.where(apply.view(n, 1, 1, 1), out, images)
+
+
+class ViewTransform(nn.Module):
+    """One augmentation pipeline: crop -> flip -> colour jitter -> grayscale -> blur -> solarize.
+
+    Args:
+        crop_size: output side in pixels.
+        min_scale, max_scale: area range of the random resized crop (fraction of the image).
+        hf_prob: horizontal flip probability.
+        cj_prob: probability of colour jitter; cj_strength s scales (cj_bright, cj_contrast, cj_sat, cj_hue).
+        cj_bright, cj_contrast, cj_sat, cj_hue: jitter magnitudes at strength 1 (SimCLR: 0.8, 0.8, 0.8, 0.2).
+        gray_prob: probability of converting to grayscale.
+        blur_prob: probability of a Gaussian blur with sigma in `blur_sigma`.
+        solarize_prob: probability of solarizing (pixels above 0.5 are inverted).
+    Forward: (B, 3, H, W) float in [0, 1] -> (B, 3, crop_size, crop_size).
+    """
+
+    def __init__(
+        self,
+        crop_size: int = 32,
+        min_scale: float = 0.08,
+        max_scale: float = 1.0,
+        hf_prob: float = 0.5,
+        cj_prob: float = 0.8,
+        cj_strength: float = 1.0,
+        cj_bright: float = 0.8,
+        cj_contrast: float = 0.8,
+        cj_sat: float = 0.8,
+        cj_hue: float = 0.2,
+        gray_prob: float = 0.2,
+        blur_prob: float = 0.5,
+        blur_sigma: Sequence[float] = (0.1, 2.0),
+        solarize_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for name, p in (("hf_prob", hf_prob), ("cj_prob", cj_prob), ("gray_prob", gray_prob),
+                        ("blur_prob", blur_prob), ("solarize_prob", solarize_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise UserError(f"views.{name} must be a probability in [0, 1], got {p}")
+        if not 0.0 < min_scale <= max_scale <= 1.0:
+            raise UserError(f"views: need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}")
+        if crop_size < 1:
+            raise UserError(f"views.crop_size must be positive, got {crop_size}")
+        self.crop_size = crop_size
+        ops: list[nn.Module] = [K.RandomResizedCrop((crop_size, crop_size), scale=(min_scale, max_scale))]
+        if hf_prob > 0:
+            ops.append(K.RandomHorizontalFlip(p=hf_prob))
+        if cj_prob > 0 and cj_strength > 0:
+            s = cj_strength
+            ops.append(ColorJitter(cj_bright * s, cj_contrast * s, cj_sat * s, min(0.5, cj_hue * s), p=cj_prob))
+        if gray_prob > 0:
+            ops.append(K.RandomGrayscale(p=gray_prob))
+        if blur_prob > 0:
+            sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
+            ops.append(K.RandomGaussianBlur(_blur_kernel(crop_size), sigma, p=blur_prob))
+        if solarize_prob > 0:
+            ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_prob))  # threshold exactly 0.5
+        self.ops = nn.Sequential(*ops)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        assert images.ndim == 4 and images.shape[1] == 3, f"expected (B, 3, H, W) images, got {tuple(images.shape)}"
+        return self.ops(images).clamp_(0.0, 1.0)
+
+
+class MultiView(nn.Module):
+    """Apply each transform to the same batch: `forward(images) -> [t(images) for t in transforms]`."""
+
+    def __init__(self, transforms: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not transforms:
+            raise UserError("views: at least one view transform is needed")
+        self.transforms = nn.ModuleList(transforms)
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [t(images) for t in self.transforms]
+
+
+def symmetric_views(n_views: int = 2, **knobs: Any) -> MultiView:
+    """`n_views` views from one pipeline (SimCLR, and the baselines with `n_views: 1`); knobs: `ViewTransform`."""
+    if n_views < 1:
+        raise UserError(f"views.n_views must be >= 1, got {n_views}")
+    return MultiView([ViewTransform(**knobs) for _ in range(n_views)])
+
+
+def asymmetric_views(
+    blur_prob: Sequence[float] = (1.0, 0.1),
+    solarize_prob: Sequence[float] = (0.0, 0.2),
+    **knobs: Any,
+) -> MultiView:
+    """Two views that differ in blur and solarize probabilities (BYOL); other knobs as `ViewTransform`."""
+    if len(blur_prob) != 2 or len(solarize_prob) != 2:
+        raise UserError("views.blur_prob and views.solarize_prob need one value per view (two)")
+    return MultiView([
+        ViewTransform(blur_prob=b, solarize_prob=s, **knobs)
+        for b, s in zip(blur_prob, solarize_prob, strict=True)
+    ])
+
+
+def multi_crop_views(
+    crop_size: int = 32,
+    min_scale: float = 0.4,
+    n_local: int = 6,
+    local_size: int = 16,
+    local_scale: Sequence[float] = (0.05, 0.4),
+    blur_prob: Sequence[float] = (1.0, 0.1),
+    solarize_prob: Sequence[float] = (0.0, 0.2),
+    local_blur_prob: float = 0.5,
+    **knobs: Any,
+) -> MultiView:
+    """2 global crops (`crop_size`, scale [min_scale, 1], asymmetric blur/solarize) + `n_local` local crops
+    (`local_size`, scale `local_scale`); other knobs (colour jitter, gray, flip) as `ViewTransform`."""
+    if n_local < 0:
+        raise UserError(f"views.n_local must be >= 0, got {n_local}")
+    if len(local_scale) != 2:
+        raise UserError(f"views.local_scale must be [min, max], got {list(local_scale)}")
+    global_views = asymmetric_views(blur_prob, solarize_prob, crop_size=crop_size, min_scale=min_scale, **knobs)
+    local_views = [
+        ViewTransform(crop_size=local_size, min_scale=local_scale[0], max_scale=local_scale[1],
+                      blur_prob=local_blur_prob, **knobs)
+        for _ in range(n_local)
+    ]
+    return MultiView([*global_views.transforms, *local_views])

@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from sslbench.data.views import MultiView, ViewTransform, asymmetric_views, multi_crop_views, symmetric_views
+from sslbench.errors import UserError
+
+
+def _images(n: int = 8, size: int = 32) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def test_symmetric_views_shapes_range_and_per_sample_randomness() -> None:
+    views = symmetric_views(n_views=2, crop_size=24)
+    torch.manual_seed(0)
+    out = views(_images())
+    assert len(out) == 2 and all(v.shape == (8, 3, 24, 24) for v in out)
+    assert all(v.min() >= 0 and v.max() <= 1 for v in out)
+    assert not torch.equal(out[0], out[1])
+    # parameters are drawn per sample: two copies of one image in a batch get different views
+    same = _images(1).expand(4, -1, -1, -1).contiguous()
+    first = ViewTransform(crop_size=32)(same)
+    assert not torch.equal(first[0], first[1])
+
+
+def test_views_are_a_function_of_the_torch_seed() -> None:
+    views = asymmetric_views(crop_size=32)
+    torch.manual_seed(3)
+    a = views(_images())
+    torch.manual_seed(3)
+    b = views(_images())
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_asymmetric_views_follow_their_probabilities() -> None:
+    # BYOL: view 1 always blurred, never solarized; with only blur/solarize active, view 2 is mostly untouched
+    views = asymmetric_views(
+        crop_size=32, min_scale=1.0, hf_prob=0.0, cj_prob=0.0, gray_prob=0.0, blur_sigma=(1.0, 2.0)
+    )
+    x = _images(64)
+    torch.manual_seed(0)
+    v1, v2 = views(x)
+    changed1 = (v1 - x).abs().flatten(1).amax(1) > 1e-3
+    changed2 = (v2 - x).abs().flatten(1).amax(1) > 1e-3
+    assert changed1.all()
+    assert 0 < changed2.float().mean() < 0.6
+
+
+def test_multi_crop_views() -> None:
+    views = multi_crop_views(crop_size=32, n_local=3, local_size=16)
+    assert isinstance(views, MultiView) and len(views) == 5
+    out = views(_images(2))
+    assert [v.shape[-1] for v in out] == [32, 32, 16, 16, 16]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"cj_prob": 1.5}, "cj_prob"), ({"min_scale": 0.0}, "min_scale"), ({"crop_size": 0}, "crop_size")],
+)
+def test_bad_knobs(kwargs: dict, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        ViewTransform(**kwargs)
+
+
+def test_bad_builders() -> None:
+    with pytest.raises(UserError, match="n_views"):
+        symmetric_views(n_views=0)
+    with pytest.raises(UserError, match="one value per view"):
+        asymmetric_views(blur_prob=(1.0,))
+    with pytest.raises(UserError, match="n_local"):
+        multi_crop_views(n_local=-1)
+
+
+def test_colour_jitter_definitions() -> None:
+    from sslbench.data.views import ColorJitter
+
+    x = _images(16)
+    torch.manual_seed(0)
+    assert torch.equal(ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.0)(x), x)
+    # a hue rotation turns about the grey axis: grey pixels stay grey, luma is kept
+    grey = torch.full((4, 3, 8, 8), 0.5)
+    assert torch.allclose(ColorJitter(0.0, 0.0, 0.0, 0.5)(grey), grey, atol=1e-5)
+    mid = x * 0.2 + 0.4  # away from the clamp
+    out = ColorJitter(0.0, 0.0, 0.0, 0.3)(mid)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    assert not torch.allclose(out, mid, atol=1e-2)
+    assert torch.allclose((out * luma).sum(1), (mid * luma).sum(1), atol=1e-4)
+    # brightness alone scales each sample by one factor in [0.6, 1.4]
+    ratio = ColorJitter(0.4, 0.0, 0.0, 0.0)(x * 0.5) / (x * 0.5)
+    per_sample = ratio.flatten(1)
+    assert torch.allclose(per_sample.min(1).values, per_sample.max(1).values, atol=1e-4)
+    assert per_sample.min() >= 0.6 - 1e-5 and per_sample.max() <= 1.4 + 1e-5

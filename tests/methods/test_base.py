@@ -1,0 +1,50 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sslbench.data.views import symmetric_views
+from sslbench.errors import UserError
+from sslbench.methods.base import LossOutput, NonFiniteLossError, OptimConfig, SSLMethod
+from sslbench.models.encoder import EncoderSpec
+
+
+class _Broken(SSLMethod):
+    def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
+        h = self.encoder.features(views[0])
+        return LossOutput(h.sum() * float("nan"), h, {"term": torch.tensor(float("inf"))})
+
+
+def _method(cls: type[SSLMethod] = _Broken) -> SSLMethod:
+    return cls(encoder=EncoderSpec(), views=symmetric_views(n_views=2), num_classes=3, optim=OptimConfig(),
+               batch_size=4)
+
+
+def test_non_finite_loss_stops_with_step_and_values() -> None:
+    model = _method()
+    views = [torch.rand(2, 3, 32, 32)]
+    with pytest.raises(NonFiniteLossError, match=r"non-finite SSL loss nan at global step 0 .*term=inf"):
+        model.training_step((views, torch.zeros(2, dtype=torch.long)), 0)
+
+
+def test_views_are_reseeded_per_step_and_rank() -> None:
+    model = _method()
+    model.view_seed = 7
+    images = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    labels = torch.zeros(3, dtype=torch.long)
+
+    def views_at(step: int, rank: int = 0) -> list[torch.Tensor]:
+        model._trainer = SimpleNamespace(global_step=step, global_rank=rank)  # type: ignore[assignment]
+        return model.on_after_batch_transfer((images, labels), 0)[0]
+
+    a, b, c, d = views_at(5), views_at(5), views_at(6), views_at(5, rank=1)
+    assert a[0].shape == (3, 3, 32, 32) and a[0].dtype == torch.float32
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], d[0])
+
+
+def test_optim_config_validation() -> None:
+    with pytest.raises(UserError, match="optim.name"):
+        OptimConfig(name="lars")
+    with pytest.raises(UserError, match="lr > 0"):
+        OptimConfig(lr=0.0)
