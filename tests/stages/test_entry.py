@@ -9,7 +9,7 @@ def test_dvc_dict_unpacking_becomes_hydra_overrides() -> None:
         "pretrain.epochs=2",
         "method.module.beta=0.01",
         "method.module.flag=true",
-        "method.encoder.prior=mog",
+        "++method.encoder.prior=mog",
     ]
 
 

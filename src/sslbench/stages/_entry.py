@@ -23,6 +23,9 @@ from sslbench.errors import UserError
 log = logging.getLogger("sslbench")
 
 
+FREE_SECTIONS = ("encoder", "optim")
+
+
 def dvc_dict_to_overrides(argv: list[str], prefix: str) -> list[str]:
     """Rewrite DVC's `--a.b value` pairs (and bare `--flag` for true) into Hydra overrides `prefix.a.b=value`.
 
@@ -35,11 +38,14 @@ def dvc_dict_to_overrides(argv: list[str], prefix: str) -> list[str]:
         token = argv[i]
         if token.startswith("--") and len(token) > 2 and "=" not in token and not token.startswith("--hydra"):
             key = token[2:]
+            # `encoder:` and `optim:` of a method config start empty ({}), so their keys are added (`++`); every
+            # other key must already exist, so that a typo fails with Hydra's "not in struct" error
+            force = "++" if key.split(".")[0] in FREE_SECTIONS else ""
             if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                out.append(f"{prefix}.{key}={argv[i + 1]}")
+                out.append(f"{force}{prefix}.{key}={argv[i + 1]}")
                 i += 2
             else:
-                out.append(f"{prefix}.{key}=true")
+                out.append(f"{force}{prefix}.{key}=true")
                 i += 1
             continue
         out.append(token)

@@ -383,7 +383,7 @@ def _finish(cfg: DictConfig, module: SSLMethod, source: SplitSource, history: _H
     }
 
 
-main = stage_main(run, "pretrain")
+main = stage_main(run, "pretrain", dict_prefix="method")  # params.yaml `methods.<name>` arrive as --key value
 
 if __name__ == "__main__":
     main()
