@@ -7,7 +7,7 @@ as one process on the whole batch, once the per-rank gradients are averaged as D
 - the views are drawn once for the whole batch and each rank takes its half, so both settings see the same crops;
 - Gaussian sampling noise (Bayes-H/Z) is switched to zero (`torch.randn*` patched), since the two halves cannot draw
   the same noise as the whole; the test checks the gathering, not the sampler;
-- 16 px views, batch 8, no Trainer (global step 0).
+- 16 px views, batch 8, no Trainer (global step 0); float32, so the tolerance is 2e-3 of the gradient scale.
 The processes are spawned once and loop over all methods, to pay the import cost once.
 """
 
@@ -30,14 +30,19 @@ METHODS = sorted(p.stem for p in CONF.glob("*.yaml") if p.stem != "random_init")
 BATCH, SIZE = 8, 16
 
 
+_CONFIGS: dict[str, Any] = {}
+
+
 def _build(method: str) -> tuple[Any, list[torch.Tensor], torch.Tensor]:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
-        cfg = compose("pretrain", [f"method={method}", f"dataset.image_size={SIZE}"])
+    if method not in _CONFIGS:
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
+            _CONFIGS[method] = compose("pretrain", [f"method={method}", f"dataset.image_size={SIZE}"])
+    cfg = _CONFIGS[method]
     torch.manual_seed(0)
     build = instantiate(cfg.method.module, _partial_=True, _convert_="all")
     module = build(encoder=pretrain.encoder_spec(cfg), views=instantiate(pretrain.views_config(cfg), _convert_="all"),
@@ -129,4 +134,6 @@ def test_two_processes_give_the_single_process_gradients(report: dict[str, Any],
     assert "error" not in result, result.get("error")
     assert not result["missing"], f"parameters with a gradient in only one setting: {result['missing']}"
     assert result["n"] > 0
-    assert result["rel_err"] < 1e-4, f"{method}: relative gradient error {result['rel_err']:.2e}"
+    # float32 sums in another order differ by ~1e-4 of the gradient scale; a gather without gradients or a wrong
+    # world-size scaling gives errors of 0.5 or more
+    assert result["rel_err"] < 2e-3, f"{method}: relative gradient error {result['rel_err']:.2e}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -150,3 +151,20 @@ def test_loss_falls_under_gradient_descent() -> None:
         loss_fn(((params[0], params[1]), (params[2], params[3])), StandardNormalPrior(6))[0].backward()
         opt.step()
     assert loss_fn(((params[0], params[1]), (params[2], params[3])), StandardNormalPrior(6))[0].item() < 0.5 * first
+
+
+@pytest.mark.parametrize("method", ["barlow_twins_bayes_h", "barlow_twins_bayes_z", "vicreg_bayes_h", "vicreg_bayes_z"])
+def test_study_variants_wire_the_base_loss_and_the_space(compose: Any, method: str) -> None:
+    from hydra.utils import instantiate
+
+    from sslbench.stages import pretrain
+
+    cfg = compose("pretrain", [f"method={method}"])
+    build = instantiate(cfg.method.module, _partial_=True, _convert_="all")
+    module = build(encoder=pretrain.encoder_spec(cfg), views=nn.Identity(), num_classes=10,
+                   optim=pretrain.optim_config(cfg), batch_size=256)
+    base, space = method.rsplit("_bayes_", 1)
+    assert isinstance(module, StochasticSSL) and module.encoder.spec.stochastic_space == space
+    assert isinstance(module.criterion.base, BarlowTwinsLoss if base == "barlow_twins" else VICRegLoss)
+    assert (module.criterion.mc_samples, module.criterion.beta) == (12, 1e-3)
+    assert (module.projector is None) == (space == "z") and (module.encoder.projector is None) == (space == "h")

@@ -36,7 +36,7 @@ class CISSLLoss(nn.Module):
     def __init__(self, temperature: float = 0.07) -> None:
         super().__init__()
         if temperature <= 0:
-            raise UserError(f"method.temperature must be > 0, got {temperature}")
+            raise UserError(f"method.module.temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
     def forward(self, student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

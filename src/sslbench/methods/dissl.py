@@ -130,7 +130,7 @@ class DISSL(SSLMethod):
         super().__init__(**base)
         self.n_global_views = n_global_views
         if n_classes < 2:
-            raise UserError(f"method.n_classes (DISSL's C) must be >= 2, got {n_classes}")
+            raise UserError(f"method.module.n_classes (DISSL's C) must be >= 2, got {n_classes}")
         d = self.encoder.feature_dim
         self.teacher = teacher_head(d, hidden_dim, bottleneck_dim, n_classes)
         self.student = student_head(d, bottleneck_dim, n_classes)

@@ -80,9 +80,9 @@ class StochasticLoss(nn.Module):
 
 def check_mc_beta(mc_samples: int, beta: float) -> None:
     if int(mc_samples) != mc_samples or mc_samples < 1:
-        raise UserError(f"method.mc_samples (M) must be an integer >= 1, got {mc_samples}")
+        raise UserError(f"method.module.mc_samples (M) must be an integer >= 1, got {mc_samples}")
     if not beta >= 0:
-        raise UserError(f"method.beta must be >= 0, got {beta}")
+        raise UserError(f"method.module.beta must be >= 0, got {beta}")
 
 
 class StochasticSSL(SSLMethod):
@@ -106,11 +106,13 @@ class StochasticSSL(SSLMethod):
         space = base["encoder"].stochastic_space
         dims = list(projector_dims or [])
         if space not in ("h", "z"):
-            raise UserError(f"the stochastic wrapper needs encoder.stochastic_space 'h' or 'z', got {space!r}")
+            raise UserError(f"the stochastic wrapper needs method.encoder.stochastic_space 'h' or 'z', got {space!r}")
         if space == "h" and not dims:
-            raise UserError("method.projector_dims is required for Bayes-H (the projector after the sampled h)")
+            raise UserError("method.module.projector_dims is required for Bayes-H (the projector after the sampled h)")
         if space == "z" and dims:
-            raise UserError("method.projector_dims must be empty for Bayes-Z: its projector is encoder.projector_dims")
+            raise UserError(
+                "method.module.projector_dims must be empty for Bayes-Z: its projector is method.encoder.projector_dims"
+            )
         super().__init__(**base)
         self.projector = MLP([self.encoder.feature_dim, *dims]) if dims else None
         self.criterion = StochasticLoss(loss, mc_samples, beta)

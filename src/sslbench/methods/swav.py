@@ -105,7 +105,7 @@ class SwAVHead(nn.Module):
     def __init__(self, dims: list[int], n_prototypes: int) -> None:
         super().__init__()
         if n_prototypes < 2:
-            raise UserError(f"method.n_prototypes must be >= 2, got {n_prototypes}")
+            raise UserError(f"method.module.n_prototypes must be >= 2, got {n_prototypes}")
         self.projector = MLP(dims)
         self.prototypes = nn.Linear(self.projector.out_dim, n_prototypes, bias=False)
         self.normalize_prototypes()
@@ -173,7 +173,7 @@ def epochs_done(module: SSLMethod) -> float:
 def check_views(views: list[torch.Tensor], n_global_views: int, method: str) -> None:
     if not 1 <= n_global_views <= len(views) or len(views) < 2:
         raise UserError(
-            f"{method} needs >= 2 views with method.n_global_views={n_global_views} of them global; "
+            f"{method} needs >= 2 views with method.module.n_global_views={n_global_views} of them global; "
             f"the views config gives {len(views)}"
         )
 

@@ -48,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf
 from sslbench.data.splits import SplitSource, open_split
 from sslbench.errors import UserError
 from sslbench.io import write_metrics, write_text
-from sslbench.methods.base import OptimConfig, SSLMethod
+from sslbench.methods.base import NonFiniteLossError, OptimConfig, SSLMethod
 from sslbench.models.encoder import EncoderSpec, save_encoder
 from sslbench.stages._entry import stage_main
 
@@ -336,7 +336,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")  # intended
             warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning
-            trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if resume else None)
+            try:
+                trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if resume else None)
+            except NonFiniteLossError as err:  # user-fixable (learning rate, temperature, precision): no traceback
+                raise UserError(f"pretrain@{name}: {err} The last checkpoint, if any, is {ckpt_path}.") from err
         fit_s = time.perf_counter() - t0
         total = int(p.epochs) * steps_per_epoch
         if trainer.global_step < total:
