@@ -89,3 +89,55 @@ def test_colour_jitter_definitions() -> None:
     per_sample = ratio.flatten(1)
     assert torch.allclose(per_sample.min(1).values, per_sample.max(1).values, atol=1e-4)
     assert per_sample.min() >= 0.6 - 1e-5 and per_sample.max() <= 1.4 + 1e-5
+
+
+def test_resized_crop_flip_geometry() -> None:
+    from sslbench.data.views import ResizedCropFlip
+
+    x = _images(6)
+    # the whole image at ratio 1: identity, and its mirror image when flipped
+    assert torch.equal(ResizedCropFlip(32, (1.0, 1.0), (1.0, 1.0), hf_prob=0.0)(x), x)
+    assert torch.equal(ResizedCropFlip(32, (1.0, 1.0), (1.0, 1.0), hf_prob=1.0)(x), x.flip(-1))
+    # a crop resampled at its own size is the slice of the drawn box
+    crop = ResizedCropFlip(16, (0.25, 0.25), (1.0, 1.0), hf_prob=0.0)
+    torch.manual_seed(1)
+    out = crop(x)
+    torch.manual_seed(1)
+    boxes = crop.boxes(6, 32, 32, torch.device("cpu")).long()
+    for i, (x0, y0, w, h) in enumerate(boxes.tolist()):
+        assert (w, h) == (16, 16)
+        assert torch.allclose(out[i], x[i, :, y0 : y0 + h, x0 : x0 + w])
+
+
+def test_resized_crop_boxes_follow_torchvision_sampling() -> None:
+    from sslbench.data.views import ResizedCropFlip
+
+    torch.manual_seed(0)
+    boxes = ResizedCropFlip(32, (0.3, 1.0)).boxes(20000, 32, 40, torch.device("cpu"))
+    x0, y0, w, h = boxes.unbind(1)
+    area = w * h / (32 * 40)
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + w <= 40).all() and (y0 + h <= 32).all()
+    assert area.min() >= 0.29 and area.max() <= 1.0
+    # the same distribution as torchvision's sampler (refused draws make large boxes rarer than uniform)
+    from torchvision.transforms import RandomResizedCrop
+
+    ref = torch.tensor([RandomResizedCrop.get_params(torch.zeros(1, 32, 40), [0.3, 1.0], [3 / 4, 4 / 3])
+                        for _ in range(4000)], dtype=torch.float32)
+    ref_area = ref[:, 2] * ref[:, 3] / (32 * 40)
+    assert abs(float(area.mean() - ref_area.mean())) < 0.015
+    assert abs(float((w / h).mean() - (ref[:, 3] / ref[:, 2]).mean())) < 0.02
+    assert (w / h).min() >= 0.7 and (w / h).max() <= 1.4  # [3/4, 4/3] up to the rounding of w and h
+    # too small an image for the drawn boxes: the fallback is the centred whole image at the nearest ratio
+    fallback = ResizedCropFlip(8, (1.0, 1.0), (2.0, 3.0)).boxes(4, 10, 10, torch.device("cpu"))
+    assert fallback.tolist() == [[0.0, 2.5, 10.0, 5.0]] * 4
+
+
+def test_gaussian_blur_matches_kornia() -> None:
+    import kornia
+
+    from sslbench.data.views import GaussianBlur
+
+    x = _images(5)
+    blurred = GaussianBlur(5, (1.3, 1.3), p=1.0)(x)
+    assert torch.allclose(blurred, kornia.filters.gaussian_blur2d(x, (5, 5), (1.3, 1.3)), atol=1e-6)
+    assert torch.equal(GaussianBlur(5, (1.0, 2.0), p=0.0)(x), x)

@@ -13,8 +13,11 @@ configured in `conf/method/<name>.yaml` under `views:` with one of the builders 
   https://arxiv.org/abs/2006.09882; DINO, Caron et al. 2021, https://arxiv.org/abs/2104.14294: global scale
   (0.4, 1), local scale (0.05, 0.4), local blur p 0.5). Global views come first in the returned list.
 
-Colour jitter is our `ColorJitter` (torchvision semantics for brightness/contrast/saturation, hue as a YIQ rotation;
-kornia's was the slowest part of a CPU step, see the class). The randomness comes from torch's global generator; the
+Colour jitter, the resized crop (with the flip) and the blur are our own batched ops (`ColorJitter`,
+`ResizedCropFlip`, `GaussianBlur`), written by hand because kornia's versions of them cost more than the 16-channel
+convnet's forward and backward on a 2-core CPU (measured per view of 64 32-px images: crop 3.7 ms, jitter's HSV hue
+path ~15 ms, blur 1.5 ms, against 36 ms for the backbone); the class docstrings give the semantics, kept to
+torchvision's. Grayscale and solarize stay kornia's. The randomness comes from torch's global generator; the
 pretraining base reseeds it at every step from (seed, step, rank), so a resumed run draws the same views.
 """
 
@@ -26,6 +29,7 @@ from typing import Any
 
 import kornia.augmentation as K
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sslbench.errors import UserError
@@ -93,6 +97,90 @@ class ColorJitter(nn.Module):
         return torch.where(apply.view(n, 1, 1, 1), out, images)
 
 
+class ResizedCropFlip(nn.Module):
+    """Random resized crop and horizontal flip, per sample, as one bilinear resampling of the batch.
+
+    The crop follows torchvision's `RandomResizedCrop.get_params`: area fraction uniform in `scale`, aspect ratio
+    log-uniform in `ratio`, up to 10 draws until the box fits in the image, else the whole image cropped to the
+    nearest ratio in range, centred; the box is then resampled to `size` (bilinear, no antialiasing, as kornia's
+    `RandomResizedCrop`), and mirrored with probability `hf_prob`. One `affine_grid` + `grid_sample` over the batch
+    instead of kornia's crop_by_indices + flip (3-7x faster on CPU). Forward: (B, 3, H, W) -> (B, 3, size, size).
+    """
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), hf_prob: float = 0.5) -> None:
+        super().__init__()
+        self.size, self.scale, self.ratio, self.hf_prob = size, scale, ratio, hf_prob
+
+    def boxes(self, n: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """(n, 4) boxes (x0, y0, w, h) in pixels, drawn as torchvision draws them."""
+        tries = 10
+        area = height * width * torch.empty(n, tries, device=device).uniform_(*self.scale)
+        log_r = torch.empty(n, tries, device=device).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        r = log_r.exp()
+        w = (area * r).sqrt().round()
+        h = (area / r).sqrt().round()
+        fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+        first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1, device=device))
+        pick = first.clamp_min(0).unsqueeze(1)
+        w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+        # fallback: whole image at the nearest admissible ratio, centred
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            fw, fh = float(width), float(round(width / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            fw, fh = float(round(height * self.ratio[1])), float(height)
+        else:
+            fw, fh = float(width), float(height)
+        ok = first >= 0
+        w = torch.where(ok, w, torch.full_like(w, fw))
+        h = torch.where(ok, h, torch.full_like(h, fh))
+        x0 = torch.where(ok, (torch.rand(n, device=device) * (width - w + 1)).floor(), (width - w) / 2)
+        y0 = torch.where(ok, (torch.rand(n, device=device) * (height - h + 1)).floor(), (height - h) / 2)
+        return torch.stack([x0, y0, w, h], 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = images.shape
+        x0, y0, w, h = self.boxes(n, height, width, images.device).to(images.dtype).unbind(1)
+        flip = torch.rand(n, device=images.device) < self.hf_prob
+        # normalised coordinates (align_corners=False): pixel edges at -1 and 1
+        theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
+        theta[:, 0, 0] = torch.where(flip, -w / width, w / width)
+        theta[:, 0, 2] = (2 * x0 + w) / width - 1
+        theta[:, 1, 1] = h / height
+        theta[:, 1, 2] = (2 * y0 + h) / height - 1
+        grid = F.affine_grid(theta, [n, 3, self.size, self.size], align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class GaussianBlur(nn.Module):
+    """Gaussian blur with sigma uniform in `sigma` per sample, applied with probability `p`; a `kernel_size` kernel,
+    reflect padding (kornia's and torchvision's definition). Separable, as two grouped convolutions over the chosen
+    samples at once. Forward: (B, C, H, W) -> same."""
+
+    def __init__(self, kernel_size: int, sigma: tuple[float, float], p: float = 0.5) -> None:
+        super().__init__()
+        self.kernel_size, self.sigma, self.p = kernel_size, sigma, p
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n, c, height, width = images.shape
+        chosen = (torch.rand(n, device=images.device) < self.p).nonzero().flatten()
+        sigma = torch.empty(n, device=images.device, dtype=images.dtype).uniform_(*self.sigma)
+        if len(chosen) == 0:
+            return images
+        half = self.kernel_size // 2
+        taps = torch.arange(-half, half + 1, device=images.device, dtype=images.dtype)
+        kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[chosen, None] ** 2))
+        kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (m * C, k)
+        x = images[chosen].reshape(1, len(chosen) * c, height, width)
+        x = F.pad(x, (half, half, half, half), mode="reflect")
+        x = F.conv2d(x, kernel[:, None, None, :], groups=len(kernel))
+        x = F.conv2d(x, kernel[:, None, :, None], groups=len(kernel))
+        out = images.clone()
+        out[chosen] = x.reshape(len(chosen), c, height, width)
+        return out
+
+
 class ViewTransform(nn.Module):
     """One augmentation pipeline: crop -> flip -> colour jitter -> grayscale -> blur -> solarize.
 
@@ -135,9 +223,7 @@ class ViewTransform(nn.Module):
         if crop_size < 1:
             raise UserError(f"views.crop_size must be positive, got {crop_size}")
         self.crop_size = crop_size
-        ops: list[nn.Module] = [K.RandomResizedCrop((crop_size, crop_size), scale=(min_scale, max_scale))]
-        if hf_prob > 0:
-            ops.append(K.RandomHorizontalFlip(p=hf_prob))
+        ops: list[nn.Module] = [ResizedCropFlip(crop_size, (min_scale, max_scale), hf_prob=hf_prob)]
         if cj_prob > 0 and cj_strength > 0:
             s = cj_strength
             ops.append(ColorJitter(cj_bright * s, cj_contrast * s, cj_sat * s, min(0.5, cj_hue * s), p=cj_prob))
@@ -145,7 +231,7 @@ class ViewTransform(nn.Module):
             ops.append(K.RandomGrayscale(p=gray_prob))
         if blur_prob > 0:
             sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
-            ops.append(K.RandomGaussianBlur(_blur_kernel(crop_size), sigma, p=blur_prob))
+            ops.append(GaussianBlur(_blur_kernel(crop_size), sigma, p=blur_prob))
         if solarize_prob > 0:
             ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_prob))  # threshold exactly 0.5
         self.ops = nn.Sequential(*ops)

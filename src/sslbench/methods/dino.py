@@ -176,7 +176,10 @@ class DINO(SSLMethod):
             self.head.last_layer.weight.grad = None
 
     @torch.no_grad()
-    def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        # the teacher follows the student's weights of the previous step, updated at the start of a step rather than
+        # at the end of the previous one (as BYOL's target): the checkpoint callbacks run before a module's
+        # on_train_batch_end, so only this order puts the teacher the next step uses into `last.ckpt`
         momentum = cosine_momentum(self.global_step, self.total_steps, self.momentum_teacher)
         ema_update(self.teacher_encoder, self.encoder, momentum)
         ema_update(self.teacher_head, self.head, momentum)
