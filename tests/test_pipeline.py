@@ -4,81 +4,24 @@ then `dvc exp run -S ...`, `dvc metrics diff`, selective reruns, and bad params.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.tier3 import commit, copy_repo, edit_params, run, tiny_params, would_run
 
 pytestmark = pytest.mark.slow
 
 TINY_METHODS = {"supervised": {}, "simclr": {}, "barlow_twins_bayes_h": {"module": {"mc_samples": 2}}}
-GIT = ["git", "-c", "user.email=test@sslbench", "-c", "user.name=test"]
-
-
-def tiny_params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["methods"] = TINY_METHODS
-    params["prepare"]["shapes"].update(n_train=200, n_val=60, n_test=60, n_ood=40)
-    params["corrupt"]["n_images"] = 4
-    params["pretrain"].update(epochs=1, batch_size=64)
-    params["probe"]["linear"]["epochs"] = 5
-    params["probe"]["semisup"].update(min_per_class=1)
-    params["probe"]["semisup"]["finetune"]["epochs"] = 1
-    params["robustness"]["gradcam"]["n_images"] = 1
-    return params
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git+DVC copy of the repository with tiny params, after one full `dvc repro`."""
-    root = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if rel.startswith(("data/", "models/", "reports/")) and not rel.endswith(".gitignore"):
-            continue
-        if rel == "dvc.lock":
-            continue
-        src = REPO / rel
-        if src.is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run([*GIT, "add", "-A"], root)
-    run([*GIT, "commit", "-qm", "tiny study"], root)
+    root = copy_repo(tmp_path_factory.mktemp("repo"), tiny_params(TINY_METHODS))
     run(["dvc", "repro"], root)
-    run([*GIT, "add", "-A"], root)
-    run([*GIT, "commit", "-qm", "repro"], root)
+    commit(root, "repro")
     return root
-
-
-def would_run(root: Path) -> set[str]:
-    out = run(["dvc", "repro", "--dry"], root).stdout
-    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-
-
-def edit_params(root: Path, edit: object) -> str:
-    original = (root / "params.yaml").read_text()
-    params = yaml.safe_load(original)
-    edit(params)  # type: ignore[operator]
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return original
 
 
 def test_repro_writes_every_declared_output(study: Path) -> None:

@@ -141,3 +141,15 @@ def test_gaussian_blur_matches_kornia() -> None:
     blurred = GaussianBlur(5, (1.3, 1.3), p=1.0)(x)
     assert torch.allclose(blurred, kornia.filters.gaussian_blur2d(x, (5, 5), (1.3, 1.3)), atol=1e-6)
     assert torch.equal(GaussianBlur(5, (1.0, 2.0), p=0.0)(x), x)
+
+
+def test_one_blur_probability_sets_every_view() -> None:
+    from sslbench.data.views import GaussianBlur
+
+    def blurs(views: MultiView) -> list[float]:
+        return [op.p for t in views.transforms for op in t.ops if isinstance(op, GaussianBlur)]
+
+    assert blurs(asymmetric_views(crop_size=32)) == [1.0, 0.1]
+    assert blurs(asymmetric_views(crop_size=32, blur_prob=0.3)) == [0.3, 0.3]
+    assert blurs(multi_crop_views(crop_size=32, n_local=2, blur_prob=0.0)) == []  # p = 0: no blur op at all
+    assert blurs(multi_crop_views(crop_size=32, n_local=2)) == [1.0, 0.1, 0.5, 0.5]

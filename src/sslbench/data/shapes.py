@@ -65,6 +65,11 @@ SHAPES: dict[str, Mask] = {
     ),
 }
 TEXTURES = ("flat", "gradient", "stripes", "checker", "blobs")
+# Difficulty of the in-distribution images, calibrated so that every method learns within the default CPU budget
+# (README, "Calibration"): shape radius as a fraction of the half-width, background texture contrast, pixel noise.
+SCALE_RANGE = (0.55, 0.85)
+BG_CONTRAST = 0.35
+NOISE_MAX = 0.05
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -76,10 +81,14 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return table[i, np.arange(len(h))]
 
 
-def _backgrounds(rng: np.random.Generator, n: int, size: int, textures: tuple[str, ...]) -> np.ndarray:
-    """Background textures (N, H, W, 3) in [0, 1], each from two random colours and a random pattern."""
+def _backgrounds(
+    rng: np.random.Generator, n: int, size: int, textures: tuple[str, ...], contrast: float = 1.0
+) -> np.ndarray:
+    """Background textures (N, H, W, 3) in [0, 1], each from two random colours and a random pattern; `contrast`
+    in [0, 1] moves the second colour towards the first (0: flat backgrounds whatever the pattern)."""
     c1 = _hsv_to_rgb(rng.random(n), rng.uniform(0.0, 0.8, n), rng.uniform(0.15, 0.95, n))
     c2 = _hsv_to_rgb(rng.random(n), rng.uniform(0.0, 0.8, n), rng.uniform(0.15, 0.95, n))
+    c2 = c1 + contrast * (c2 - c1)
     kind = rng.integers(0, len(textures), n)
     angle = rng.uniform(0, np.pi, n)
     freq = rng.uniform(1.5, 5.0, n)
@@ -110,15 +119,21 @@ def _backgrounds(rng: np.random.Generator, n: int, size: int, textures: tuple[st
 
 
 def render_shapes(
-    labels: np.ndarray, shape_names: list[str], size: int, rng: np.random.Generator, noise_max: float = 0.08
+    labels: np.ndarray,
+    shape_names: list[str],
+    size: int,
+    rng: np.random.Generator,
+    noise_max: float = NOISE_MAX,
+    scale_range: tuple[float, float] = SCALE_RANGE,
+    bg_contrast: float = BG_CONTRAST,
 ) -> np.ndarray:
     """Render one image per label: `shape_names[label]` with random nuisances. Returns uint8 (N, size, size, 3)."""
     n = len(labels)
-    scale = rng.uniform(0.45, 0.8, n)  # shape radius relative to the half-width
+    scale = rng.uniform(*scale_range, n)  # shape radius relative to the half-width
     rotation = rng.uniform(0, 2 * np.pi, n)
     centre = rng.uniform(-1, 1, (n, 2)) * (1 - scale)[:, None] * 0.9
     fg = _hsv_to_rgb(rng.random(n), rng.uniform(0.4, 1.0, n), rng.uniform(0.5, 1.0, n))
-    background = _backgrounds(rng, n, size, TEXTURES)
+    background = _backgrounds(rng, n, size, TEXTURES, bg_contrast)
     sigma = rng.uniform(0, noise_max, n)
     noise = rng.standard_normal((n, size, size, 3))
     # 2x2 super-sampled coverage of the shape

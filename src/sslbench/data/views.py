@@ -257,6 +257,10 @@ class MultiView(nn.Module):
         return [t(images) for t in self.transforms]
 
 
+def _per_view(value: float | Sequence[float]) -> Sequence[float]:
+    return (float(value), float(value)) if isinstance(value, int | float) else value
+
+
 def symmetric_views(n_views: int = 2, **knobs: Any) -> MultiView:
     """`n_views` views from one pipeline (SimCLR, and the baselines with `n_views: 1`); knobs: `ViewTransform`."""
     if n_views < 1:
@@ -265,11 +269,13 @@ def symmetric_views(n_views: int = 2, **knobs: Any) -> MultiView:
 
 
 def asymmetric_views(
-    blur_prob: Sequence[float] = (1.0, 0.1),
-    solarize_prob: Sequence[float] = (0.0, 0.2),
+    blur_prob: float | Sequence[float] = (1.0, 0.1),
+    solarize_prob: float | Sequence[float] = (0.0, 0.2),
     **knobs: Any,
 ) -> MultiView:
-    """Two views that differ in blur and solarize probabilities (BYOL); other knobs as `ViewTransform`."""
+    """Two views that differ in blur and solarize probabilities (BYOL); other knobs as `ViewTransform`. A single
+    number for `blur_prob` or `solarize_prob` applies to both views (a study-level `pretrain.views` knob)."""
+    blur_prob, solarize_prob = _per_view(blur_prob), _per_view(solarize_prob)
     if len(blur_prob) != 2 or len(solarize_prob) != 2:
         raise UserError("views.blur_prob and views.solarize_prob need one value per view (two)")
     return MultiView([
@@ -284,17 +290,20 @@ def multi_crop_views(
     n_local: int = 6,
     local_size: int = 16,
     local_scale: Sequence[float] = (0.05, 0.4),
-    blur_prob: Sequence[float] = (1.0, 0.1),
-    solarize_prob: Sequence[float] = (0.0, 0.2),
+    blur_prob: float | Sequence[float] = (1.0, 0.1),
+    solarize_prob: float | Sequence[float] = (0.0, 0.2),
     local_blur_prob: float = 0.5,
     **knobs: Any,
 ) -> MultiView:
     """2 global crops (`crop_size`, scale [min_scale, 1], asymmetric blur/solarize) + `n_local` local crops
-    (`local_size`, scale `local_scale`); other knobs (colour jitter, gray, flip) as `ViewTransform`."""
+    (`local_size`, scale `local_scale`); other knobs (colour jitter, gray, flip) as `ViewTransform`. A single number
+    for `blur_prob` applies to every crop, local ones included."""
     if n_local < 0:
         raise UserError(f"views.n_local must be >= 0, got {n_local}")
     if len(local_scale) != 2:
         raise UserError(f"views.local_scale must be [min, max], got {list(local_scale)}")
+    if isinstance(blur_prob, int | float):  # one number (a study-level knob) also sets the local crops' blur
+        local_blur_prob = float(blur_prob)
     global_views = asymmetric_views(blur_prob, solarize_prob, crop_size=crop_size, min_scale=min_scale, **knobs)
     local_views = [
         ViewTransform(crop_size=local_size, min_scale=local_scale[0], max_scale=local_scale[1],

@@ -9,7 +9,7 @@ via `save_encoder`), `reports/pretrain/<method>.json` (same keys for every metho
 What the run uses is merged explicitly here, later wins:
 - encoder spec = `backbone` group (name, stem, out_dim) + dataset (image_size, mean, std) + `method.encoder`;
 - optimizer    = `optim` group + `method.optim`, then `lr *= pretrain.lr_scale`;
-- views        = `method.views` + the non-null knobs of `pretrain.views` (study-level `min_scale`, `cj_strength`).
+- views        = `method.views` + the non-null knobs of `pretrain.views` (study-level `min_scale`, `blur_prob`...).
 
 Checkpoints and resumption: `models/<method>/last.ckpt` is written (atomically) at the end of every epoch, every
 `pretrain.ckpt_every_n_steps` steps and when `pretrain.max_steps` stops the run early. On start, an existing
@@ -19,8 +19,16 @@ differing keys (delete it to start over). Resumption is exact on CPU: the data o
 optimizer, schedule, EMA targets and history are in the checkpoint. On success `last.ckpt` is deleted unless
 `pretrain.keep_last_ckpt` (it is not a DVC output: DVC must not cache or restore it).
 
+Devices and scale-out (`pretrain.accelerator/devices/num_nodes/strategy/precision/sync_batchnorm/channels_last/
+compile/num_workers`): checked against the machine before any work by `sslbench.accel.resolve_settings` (a bad value
+stops with the key and the fix), then handed to the Lightning Trainer. Several processes run Lightning's DDP (one
+per device; on CPU over gloo); each reads its share of every global batch, the losses gather across ranks
+(`sslbench.methods.dist`) and BatchNorm is synchronised (torch's SyncBatchNorm on GPUs, `CPUSyncBatchNorm` on CPU),
+so two CPU processes reproduce one process up to float summation order (tests/stages/test_pretrain_ddp.py). Batches
+are read by `num_workers` DataLoader processes (pinned memory on GPU); the views are drawn batched on the device.
+
 Metrics (`pretrain/...`): `ssl_loss` and `online_top1` (means over the last epoch; the online probe trains on
-detached features, apart from the SSL loss), `images_per_s` (training throughput of this process), collapse
+detached features, apart from the SSL loss), `images_per_s` (training throughput, all processes), collapse
 indicators on a fixed held batch (first `held_batch` train images, no augmentation, encoder in eval mode):
 `feature_std` (mean per-dimension std of L2-normalised features; 0 = collapsed, ~1/sqrt(D) for spread features) and
 `effective_rank` (exp of the entropy of the normalised singular values, Roy & Vetterli 2007), `steps`, `wall_s`.
@@ -43,8 +51,18 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins import LayerSync
 from omegaconf import DictConfig, OmegaConf
 
+from sslbench.accel import (
+    Hardware,
+    RunSettings,
+    convert_cpu_sync_batchnorm,
+    prepare_module,
+    release_module,
+    resolve_settings,
+    revert_cpu_sync_batchnorm,
+)
 from sslbench.data.splits import SplitSource, open_split
 from sslbench.errors import UserError
 from sslbench.io import write_metrics, write_text
@@ -57,7 +75,7 @@ log = logging.getLogger("sslbench.pretrain")
 CKPT = "last.ckpt"
 # keys that do not change the trained weights: a checkpoint written under other values of these is resumed
 NOT_RESULT_KEYS = ("paths", "pretrain.max_steps", "pretrain.ckpt_every_n_steps", "pretrain.keep_last_ckpt",
-                   "pretrain.progress_bar")
+                   "pretrain.progress_bar", "pretrain.num_workers", "pretrain.launcher")
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -98,14 +116,23 @@ def check_config(cfg: DictConfig) -> None:
     p = cfg.pretrain
     for key, ok in (("epochs", p.epochs >= 1), ("batch_size", p.batch_size >= 2), ("lr_scale", p.lr_scale > 0),
                     ("held_batch", p.held_batch >= 2), ("ckpt_every_n_steps", p.ckpt_every_n_steps >= 0),
-                    ("max_steps", p.max_steps == -1 or p.max_steps >= 1)):
+                    ("max_steps", p.max_steps == -1 or p.max_steps >= 1), ("num_workers", p.num_workers >= 0)):
         if not ok:
             raise UserError(f"pretrain.{key}={p[key]} is invalid (epochs >= 1, batch_size >= 2, lr_scale > 0, "
-                            "held_batch >= 2, ckpt_every_n_steps >= 0, max_steps = -1 or >= 1)")
+                            "held_batch >= 2, ckpt_every_n_steps >= 0, max_steps = -1 or >= 1, num_workers >= 0)")
     for key in ("name", "module", "views", "encoder", "optim"):
         if key not in cfg.method:
             name = cfg.method.get("name", "?")
             raise UserError(f"method config {name!r} lacks `{key}:` (see conf/method/simclr.yaml for the schema)")
+
+
+def run_settings(cfg: DictConfig, hardware: Hardware | None = None) -> RunSettings:
+    """`pretrain.*` device, process and precision settings checked against this machine (`sslbench.accel`)."""
+    p = cfg.pretrain
+    return resolve_settings(accelerator=p.accelerator, devices=p.devices, num_nodes=p.num_nodes,
+                            strategy=p.strategy, precision=p.precision, sync_batchnorm=bool(p.sync_batchnorm),
+                            channels_last=bool(p.channels_last), compile=bool(p.compile),
+                            batch_size=int(p.batch_size), hardware=hardware or Hardware.detect())
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -126,58 +153,70 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- data
 
 
-class _EpochSampler:
-    """Holds the epoch; Lightning calls `set_epoch` at the start of every epoch (found as `loader.sampler`)."""
+class EpochBatchSampler:
+    """Index arrays of one rank's shuffled, drop-last batches of the current epoch (a DataLoader `sampler`).
 
-    def __init__(self, epoch: int = 0) -> None:
-        self.epoch = epoch
+    The permutation of an epoch is drawn from numpy's generator seeded with (seed, epoch); global batch k is rows
+    [k * B, (k + 1) * B) of it and rank r takes its r-th share of b = B / world rows. Lightning calls `set_epoch` at
+    the start of every epoch. `skip` batches are skipped in the first epoch iterated (mid-epoch resumption).
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1, epoch: int = 0,
+                 skip: int = 0) -> None:
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.rank, self.local = rank, global_batch // world
+        self.epoch, self.skip = epoch, skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-
-class EpochBatches:
-    """Shuffled, drop-last batches `(uint8 images (b, H, W, 3), int64 labels (b,))` of one rank.
-
-    The permutation of an epoch is drawn from numpy's generator seeded with (seed, epoch); global batch k is
-    rows [k * B, (k + 1) * B) of it and rank r takes its r-th share of b = B / world rows. `skip` batches are
-    skipped in the first epoch iterated (mid-epoch resumption). Reads happen in the main process (no workers), so
-    the global torch generator state is untouched.
-    """
-
-    def __init__(self, source: SplitSource, global_batch: int, seed: int, rank: int = 0, world: int = 1,
-                 epoch: int = 0, skip: int = 0) -> None:
-        self.source, self.global_batch, self.seed = source, global_batch, seed
-        self.rank, self.world, self.local = rank, world, global_batch // world
-        self.sampler = _EpochSampler(epoch)
-        self.skip = skip
-
     def __len__(self) -> int:
-        return len(self.source) // self.global_batch
+        return self.n // self.global_batch
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self._batches()
-
-    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # a generator: the epoch is read at the first `next`, after Lightning's set_epoch
+    def __iter__(self) -> Iterator[np.ndarray]:
         skip, self.skip = self.skip, 0
-        order = np.random.default_rng([self.seed, self.sampler.epoch]).permutation(len(self.source))
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         for k in range(skip, len(self)):
             start = k * self.global_batch + self.rank * self.local
-            idx = order[start : start + self.local]
-            yield torch.from_numpy(self.source.images(idx)), torch.from_numpy(self.source.labels[idx])
+            yield order[start : start + self.local]
+
+
+class BatchReader(torch.utils.data.Dataset):
+    """`reader[indices] -> (uint8 images (b, H, W, 3), int64 labels (b,))`: one whole batch per item, so that
+    DataLoader workers read (and, for index-based sets, decode) whole batches while the device trains."""
+
+    def __init__(self, source: SplitSource) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.source.images(indices)), torch.from_numpy(self.source.labels[indices])
+
+
+def train_loader(source: SplitSource, sampler: EpochBatchSampler, num_workers: int, pin_memory: bool,
+                 seed: int) -> torch.utils.data.DataLoader:
+    """Batches of `sampler` read by `num_workers` processes (0: the main process), pinned for a GPU. The loader
+    draws its workers' seed from its own generator, so torch's global generator is untouched."""
+    return torch.utils.data.DataLoader(
+        BatchReader(source), sampler=sampler, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed), prefetch_factor=2 if num_workers else None)
 
 
 class _TrainData(L.LightningDataModule):
-    def __init__(self, source: SplitSource, global_batch: int, seed: int, epoch: int, skip: int) -> None:
+    def __init__(self, source: SplitSource, global_batch: int, seed: int, epoch: int, skip: int, num_workers: int,
+                 pin_memory: bool) -> None:
         super().__init__()
         self.source, self.global_batch, self.seed, self.epoch, self.skip = source, global_batch, seed, epoch, skip
+        self.num_workers, self.pin_memory = num_workers, pin_memory
 
-    def train_dataloader(self) -> EpochBatches:
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
         t = self.trainer
         assert t is not None
-        return EpochBatches(self.source, self.global_batch, self.seed, t.global_rank, t.world_size,
-                            self.epoch, self.skip)
+        sampler = EpochBatchSampler(len(self.source), self.global_batch, self.seed, t.global_rank, t.world_size,
+                                    self.epoch, self.skip)
+        return train_loader(self.source, sampler, self.num_workers, self.pin_memory, self.seed)
 
 
 # ----------------------------------------------------------------------------------------------- callbacks
@@ -191,7 +230,7 @@ class _Checkpointer(L.Callback):
 
     def _save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state: resumption needs the optimizer
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
@@ -211,8 +250,20 @@ class _Checkpointer(L.Callback):
         checkpoint["sslbench_config"] = self.config
 
 
+class _CPUSyncBatchNorm(LayerSync):
+    """BatchNorm over the global batch for CPU processes, where torch's SyncBatchNorm (what
+    `Trainer(sync_batchnorm=True)` applies) fails: Lightning applies it before the fit and reverts it after."""
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        return convert_cpu_sync_batchnorm(model)
+
+    def revert(self, model: torch.nn.Module) -> torch.nn.Module:
+        return revert_cpu_sync_batchnorm(model)
+
+
 class _History(L.Callback):
-    """Per-step history (step, epoch, ssl_loss, online_top1, lr) kept in the checkpoint, and throughput."""
+    """Per-step history (step, epoch, ssl_loss, online_top1, lr) kept in the checkpoint, and throughput. With
+    several processes the loss and top-1 are averaged over them (every rank calls the hook: a collective)."""
 
     def __init__(self) -> None:
         self.rows: list[list[float]] = []
@@ -235,9 +286,12 @@ class _History(L.Callback):
         self.images += int(batch[1].shape[0]) * trainer.world_size
         assert isinstance(pl_module, SSLMethod)
         m = pl_module.step_metrics
+        values = torch.stack([m["ssl_loss"].float(), m["online_top1"].float()])
+        if trainer.world_size > 1:  # the mean over ranks: the whole batch's loss and top-1 (equal shares)
+            values = trainer.strategy.reduce(values, reduce_op="mean")
+        loss, top1 = values.tolist()
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self.rows.append([trainer.global_step, trainer.current_epoch, float(m["ssl_loss"]),
-                          float(m["online_top1"]), float(lr)])
+        self.rows.append([trainer.global_step, trainer.current_epoch, loss, top1, float(lr)])
 
     def last_epoch_mean(self, column: int) -> float:
         if not self.rows:
@@ -268,12 +322,21 @@ def collapse_indicators(features: torch.Tensor) -> dict[str, float]:
 
 
 def _resume_state(path: Path, config: dict[str, Any], method: str) -> dict[str, Any] | None:
+    """The step to resume at from `path` (None when absent), after checking it was written under `config`.
+
+    The checkpoint is read with `weights_only=True`: Lightning's checkpoint of this stage holds only tensors and
+    plain containers, so nothing is unpickled (a file planted or swapped under models/ cannot run code here).
+    """
     if not path.is_file():
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say so rather than crash in Lightning
-        raise UserError(f"{path} is unreadable ({type(err).__name__}); delete it to start pretraining over") from err
+        # torch's message suggests weights_only=False; we never unpickle, so we show only the error type
+        raise UserError(f"{path} is unreadable as a plain checkpoint ({type(err).__name__}): it is truncated or "
+                        f"not written by this stage; delete it to start pretrain@{method} over") from err
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("global_step"), int):
+        raise UserError(f"{path} is not a checkpoint of this stage; delete it to start pretrain@{method} over")
     saved = ckpt.get("sslbench_config", {})
     differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
     if differ:
@@ -290,6 +353,7 @@ def _resume_state(path: Path, config: dict[str, Any], method: str) -> dict[str, 
 def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     check_config(cfg)
+    settings = run_settings(cfg)  # device, processes, precision: checked before any work
     name = str(cfg.method.name)
     spec, optim = encoder_spec(cfg), optim_config(cfg)
     views = instantiate(views_config(cfg), _convert_="all")
@@ -313,25 +377,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     fit_s = 0.0
     if module.trainable:
         p = cfg.pretrain
+        prepare_module(module, channels_last=settings.channels_last,
+                       compile_backend="inductor" if settings.compile else None)
         trainer = L.Trainer(
-            max_epochs=int(p.epochs), accelerator=p.accelerator, devices=p.devices, num_nodes=p.num_nodes,
-            strategy=p.strategy, precision=p.precision, sync_batchnorm=bool(p.sync_batchnorm),
+            max_epochs=int(p.epochs), **settings.trainer_kwargs(),
+            plugins=[_CPUSyncBatchNorm()] if settings.sync_batchnorm == "cpu" else None,
             logger=False, enable_checkpointing=False, enable_model_summary=False,
             enable_progress_bar=bool(p.progress_bar), num_sanity_val_steps=0, use_distributed_sampler=False,
             default_root_dir=str(model_dir),
             # history first: the checkpointer's save in the same hook must include the step's row
             callbacks=[history, _Checkpointer(ckpt_path, int(p.ckpt_every_n_steps), int(p.max_steps), config)],
         )
-        if batch % trainer.world_size:
-            raise UserError(f"pretrain.batch_size={batch} is not divisible by the {trainer.world_size} processes")
         done = resume["global_step"] if resume else 0
-        data = _TrainData(source, batch, int(cfg.study.seed), done // steps_per_epoch, done % steps_per_epoch)
+        data = _TrainData(source, batch, int(cfg.study.seed), done // steps_per_epoch, done % steps_per_epoch,
+                          num_workers=int(p.num_workers), pin_memory=settings.accelerator == "gpu")
         if resume:
             log.info("resuming %s from %s at step %d", name, ckpt_path, done)
         model_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         with warnings.catch_warnings():
-            # our loader resumes mid-epoch by itself (EpochBatches.skip), which Lightning cannot see
+            # our loader resumes mid-epoch by itself (EpochBatchSampler.skip), which Lightning cannot see
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch")
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")  # intended
@@ -348,6 +413,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return {"stopped_at": trainer.global_step}
         if not trainer.is_global_zero:
             return {}
+        release_module(module)  # plain modules again: the held batch runs on CPU, encoder.pt in NCHW
     metrics = _finish(cfg, module, source, history, model_dir)
     metrics["pretrain/wall_s"] = round(time.perf_counter() - start, 2)
     write_metrics(Path(cfg.paths.reports) / "pretrain" / f"{name}.json", metrics)
