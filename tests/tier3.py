@@ -66,9 +66,12 @@ def run(cmd: list[str], cwd: Path, check: bool = True, extra_env: Mapping[str, s
 
 
 def copy_repo(root: Path, params: Mapping[str, Any], dvc_yaml: Callable[[str], str] | None = None) -> Path:
-    """Copy the tracked sources of the repository into `root` (no artifacts, no dvc.lock), write `params`, and
-    commit it all in a fresh git repository. `dvc_yaml` may rewrite the copy's dvc.yaml text."""
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    """Copy the sources of the working tree into `root` (tracked files and new ones git does not ignore; no
+    artifacts, no dvc.lock), write `params`, and commit it all in a fresh git repository. `dvc_yaml` may rewrite the
+    copy's dvc.yaml text."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout
+    files = sorted(set(listed.split()))
     for rel in files:
         if rel.startswith(("data/", "models/", "reports/")) and not rel.endswith(".gitignore"):
             continue

@@ -8,10 +8,13 @@ naming the file and the `dvc repro` command that rebuilds it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,15 +28,82 @@ from sslbench.errors import UserError
 # ----------------------------------------------------------------------------------------------- atomic writes
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "host"
+
+
+def _tmp_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-{_HOST}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporaries of `target` left by killed processes of this host (`.<name>.tmp-<host>-<pid>` whose
+    process is gone); returns what was removed. Those of live processes and of other hosts are left alone."""
+    prefix = _tmp_prefix(target)
+    removed = []
+    for path in target.parent.glob(glob.escape(prefix) + "*"):
+        pid = path.name[len(prefix) :]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _unwritable(target: Path, err: OSError) -> UserError:
+    return UserError(
+        f"cannot write {target}: {err.strerror or err} ({err.filename or target.parent}); make that folder "
+        "writable, or point paths.data / paths.models / paths.reports at a writable folder"
+    )
+
+
+def ensure_writable(*targets: str | os.PathLike[str]) -> None:
+    """Check, before any work, that each target file or folder can be created; raise `UserError` naming the target
+    and the fix otherwise. Folders made for the check are removed again, so a stage that fails later leaves no
+    trace. Root ignores permission bits but not immutable flags or read-only mounts, so this creates and removes a
+    probe entry rather than asking `os.access`."""
+    for target in map(Path, targets):
+        _check_writable(target, keep_folder=False)
+
+
+def _check_writable(target: Path, keep_folder: bool) -> None:
+    folder = target.parent
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    probe = folder / f"{_tmp_prefix(target)}{os.getpid()}-probe"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        raise _unwritable(target, err) from err
+    finally:
+        for path in made if not keep_folder else ():
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it onto `target`, on failure remove it.
 
-    Works for files and directories alike (whatever the body creates at the yielded path).
+    Works for files and directories alike (whatever the body creates at the yielded path). The temporary is named
+    `.<name>.tmp-<host>-<pid>`: a `kill -9` leaves it behind, and the next write of the same target removes it
+    (`remove_stale_temporaries`). A folder that cannot be written raises `UserError` before the body runs.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    tmp = target.parent / f"{_tmp_prefix(target)}{os.getpid()}"
+    _check_writable(target, keep_folder=True)
+    remove_stale_temporaries(target)
     _remove(tmp)
     try:
         yield tmp

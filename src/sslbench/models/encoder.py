@@ -206,12 +206,27 @@ def load_encoder(model_dir: str | os.PathLike[str], method: str | None = None) -
             f"{path} is unreadable as plain weights ({type(err).__name__}); it is corrupt or not an sslbench "
             f"encoder: run `{rebuild}`"
         ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} is not a state_dict of tensors; it is not an sslbench encoder: run `{rebuild}`")
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
         raise UserError(
             f"{path} does not match the encoder described by {model_dir / CONFIG_FILE} "
-            f"(backbone {encoder.spec.backbone!r}): {first}; run `{rebuild}`"
+            f"(backbone {encoder.spec.backbone!r}, width {encoder.spec.width}, stochastic space "
+            f"{encoder.spec.stochastic_space!r}): {_state_mismatch(encoder.state_dict(), state)}; it was written "
+            f"for another model: run `{rebuild}`"
         ) from err
     return encoder.eval(), config
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """A short account of how two state_dicts differ (missing and unexpected keys, first shape mismatches)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)} expected" for k, v in expected.items()
+              if k in got and got[k].shape != v.shape]
+    parts = [f"{len(items)} {what} (e.g. {', '.join(items[:2])})"
+             for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                 ("shape mismatches", shapes)) if items]
+    return "; ".join(parts) or "the weights do not load"

@@ -25,7 +25,7 @@ from sslbench.data import corruptions as C
 from sslbench.data.splits import SplitSource, open_split, write_index
 from sslbench.errors import UserError, unknown_choice
 from sslbench.eval.ssim import paired_ssim, ssim_table_figure
-from sslbench.io import atomic_path, write_split, write_text
+from sslbench.io import atomic_path, ensure_writable, write_split, write_text
 from sslbench.stages._entry import stage_main
 
 log = logging.getLogger("sslbench.corrupt")
@@ -71,6 +71,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dataset = str(cfg.dataset.name)
     data_root = Path(cfg.paths.data)
     reports = Path(cfg.paths.reports) / "corrupt"
+    ensure_writable(C.corrupted_root(data_root, dataset), reports / "ssim.csv")
     test = open_split(data_root, dataset, str(cfg.dataset.test))
     index = C.select_indices(len(test), n_images, str(c.subset), seed)
     default_raw = {"imagenet_c": "ImageNet-C", "cifar10_c": "CIFAR-10-C"}.get(source_kind, "")

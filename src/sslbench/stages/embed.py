@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from sslbench.data.splits import SplitSource, open_split
 from sslbench.errors import UserError
 from sslbench.eval.semisup import to_float_images
-from sslbench.io import EmbeddingWriter, atomic_path, read_json, sha256_file
+from sslbench.io import EmbeddingWriter, atomic_path, ensure_writable, read_json, sha256_file
 from sslbench.models.encoder import ENCODER_FILE, Encoder, load_encoder
 from sslbench.stages._entry import stage_main
 
@@ -234,6 +234,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(str(cfg.embed.device))
     data_root = Path(cfg.paths.data)
     model_dir = Path(cfg.paths.models) / method
+    ensure_writable(data_root / "embeddings" / method)
     encoder, _ = load_encoder(model_dir, method)
     dataset = str(cfg.dataset.name)
     targets = plan_targets(

@@ -56,6 +56,7 @@ from sslbench.io import (
     EMBED_REBUILD,
     Embeddings,
     embeddings_path,
+    ensure_writable,
     read_embeddings,
     read_json,
     sha256_file,
@@ -242,6 +243,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     method, groups, validation = _check_config(cfg)
     data, reports = Path(cfg.paths.data), Path(cfg.paths.reports)
     main = str(cfg.dataset.name)
+    ensure_writable(reports / "ood" / f"{method}.json", reports / "ood" / "plots" / method)
 
     sha = _encoder_sha(Path(cfg.paths.models), method)
     train = _read(data, method, main, str(cfg.dataset.train), sha)

@@ -16,6 +16,7 @@ from sslbench.data.embedded import ShapesConfig
 from sslbench.data.grid import sample_grid
 from sslbench.data.registry import check_names, prepare_dataset
 from sslbench.data.splits import open_split
+from sslbench.io import ensure_writable
 from sslbench.stages._entry import stage_main
 
 log = logging.getLogger("sslbench.prepare")
@@ -27,6 +28,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     shapes = ShapesConfig(**cfg.prepare.shapes)
     data_root = Path(cfg.paths.data)
     raw_root = Path(cfg.prepare.root) if cfg.prepare.root else data_root / "raw"
+    ensure_writable(*(data_root / "datasets" / name for name in names))
+    if cfg.prepare.sample_grid:
+        ensure_writable(Path(cfg.paths.reports) / "prepare" / "grid.png")
     done: dict[str, Any] = {}
     for name in names:
         start = time.perf_counter()

@@ -71,6 +71,10 @@ from sslbench.models.encoder import EncoderSpec, save_encoder
 from sslbench.stages._entry import stage_main
 
 log = logging.getLogger("sslbench.pretrain")
+# Lightning's start-up lines (GPU/TPU availability, tips, "Loading train_dataloader ...") would repeat in every
+# stage of `dvc repro`; its warnings and errors still show, and our own log gives the device and a summary line
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 CKPT = "last.ckpt"
 # keys that do not change the trained weights: a checkpoint written under other values of these is resumed
@@ -403,7 +407,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")  # intended
             warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning
             try:
-                trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if resume else None)
+                # weights_only: the resumed checkpoint holds tensors and plain containers only (no unpickling)
+                trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if resume else None, weights_only=True)
             except NonFiniteLossError as err:  # user-fixable (learning rate, temperature, precision): no traceback
                 raise UserError(f"pretrain@{name}: {err} The last checkpoint, if any, is {ckpt_path}.") from err
         fit_s = time.perf_counter() - t0

@@ -37,7 +37,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from sslbench.errors import UserError
 from sslbench.eval.linear import LinearProbe, accuracy, macro_accuracy, sampled_logits, train_linear_probe
-from sslbench.io import EMBED_REBUILD, Embeddings, embeddings_path, read_embeddings, sha256_file, write_metrics
+from sslbench.io import (
+    EMBED_REBUILD,
+    Embeddings,
+    embeddings_path,
+    ensure_writable,
+    read_embeddings,
+    sha256_file,
+    write_metrics,
+)
 from sslbench.stages._entry import stage_main
 from sslbench.stages.embed import require_method, resolve_device
 
@@ -152,6 +160,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from sslbench.models.encoder import ENCODER_FILE, load_encoder
 
     model_dir = Path(cfg.paths.models) / method
+    ensure_writable(Path(cfg.paths.reports) / "probe" / f"{method}.json")
     encoder, _ = load_encoder(model_dir, method)
     sha = sha256_file(model_dir / ENCODER_FILE)
     dim = encoder.embedding_dim

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sslbench.errors import UserError
-from sslbench.io import atomic_path, write_json, write_text
+from sslbench.io import atomic_path, ensure_writable, write_json, write_text
 from sslbench.report.load import AREAS, load_study
 from sslbench.report.summary import build_summary, draw_figures, metrics_json, ood_groups, roc_score
 from sslbench.report.tables import ssl_above_random_init
@@ -80,6 +80,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     params = read_params(Path(params_file) if params_file else None)
     methods = study_methods(cfg, params, params_file)
     reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
+    ensure_writable(reports / "summary.md", reports / "metrics.json", reports / "figures")
     dataset = {str(k): v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()}  # type: ignore[union-attr]
 
     study = load_study(reports, models, methods)

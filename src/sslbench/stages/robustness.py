@@ -28,7 +28,7 @@ from sslbench.data import corruptions as C
 from sslbench.errors import UserError, unknown_choice
 from sslbench.eval.corruption import Reference, alexnet_reference, robustness_metrics, top1_error
 from sslbench.eval.linear import LinearProbe, train_linear_probe
-from sslbench.io import Embeddings, embeddings_path, read_embeddings, write_metrics, write_text
+from sslbench.io import Embeddings, embeddings_path, ensure_writable, read_embeddings, write_metrics, write_text
 from sslbench.stages._entry import stage_main
 
 log = logging.getLogger("sslbench.robustness")
@@ -156,6 +156,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"robustness.gradcam.n_images must be >= 0, got {g.n_images}")
     data_root = Path(cfg.paths.data)
     dataset = str(cfg.dataset.name)
+    reports = Path(cfg.paths.reports) / "robustness"
+    ensure_writable(reports / f"{method}.json", reports / "plots" / method / "errors.csv",
+                    reports / "gradcam" / f"{method}.png")
     family = C.read_corrupted_meta(data_root, dataset)
     alexnet = alexnet_reference(family["severities"]) if kind == "alexnet" else None  # checked before any work
 
@@ -179,7 +182,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = robustness_metrics(result.errors, result.clean_error, reference)
     metrics["robustness/n_images"] = result.n_images
-    reports = Path(cfg.paths.reports) / "robustness"
     write_metrics(reports / f"{method}.json", metrics)
     _write_errors(reports / "plots" / method / "errors.csv", result, reference)
     if g.enabled and int(g.n_images) > 0:
