@@ -10,7 +10,7 @@ import yaml
 from hydra import compose, initialize_config_module
 
 from sslbench.stages import pretrain
-from sslbench.stages._entry import dvc_dict_to_overrides
+from sslbench.stages._entry import dvc_dict_to_overrides, dvc_nulls_to_hydra
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
@@ -61,7 +61,7 @@ def test_every_method_of_a_preset_composes(path: Path) -> None:
                 f"pretrain.views.blur_prob={p['views']['blur_prob']}",
                 *dvc_dict_to_overrides(_dvc_unpack(overrides or {}), "method")]
         with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
-            cfg = compose("pretrain", argv)
+            cfg = compose("pretrain", dvc_nulls_to_hydra(argv))  # as the stage's entry point does
         spec = pretrain.encoder_spec(cfg)
         assert spec.image_size == {"cifar10": 32, "tinyimagenet": 64, "imagenet": 224}[path.stem]
         if path.stem == "tinyimagenet":

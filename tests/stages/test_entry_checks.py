@@ -14,7 +14,12 @@ import pytest
 from omegaconf import DictConfig
 
 from sslbench.errors import UserError
-from sslbench.stages._entry import check_override_types, check_params_file, unknown_key_error
+from sslbench.stages._entry import (
+    check_override_types,
+    check_params_file,
+    dvc_nulls_to_hydra,
+    unknown_key_error,
+)
 
 Compose = Callable[..., Any]
 SECTIONS = ["corrupt", "embed", "ood", "prepare", "pretrain", "probe", "report", "robustness"]
@@ -79,8 +84,8 @@ def test_params_file_that_matches_the_stage_passes(compose: Compose) -> None:
 
 
 def test_null_rendered_by_dvc_matches(compose: Compose) -> None:
-    # DVC writes a params.yaml null into the command as `None`; Hydra reads it as that string
-    cfg = compose("pretrain", ["pretrain.views.min_scale=None", "backbone=convnet_small"])
+    # DVC writes a params.yaml null into the command as `None`; the entry point turns it back into null
+    cfg = compose("pretrain", dvc_nulls_to_hydra(["pretrain.views.min_scale=None", "backbone=convnet_small"]))
     params = {"pretrain": {"backbone": "convnet_small", "views": {"min_scale": None}}}
     choices = {"backbone": "convnet_small"}
     check_params_file(params, cfg, "pretrain", SECTIONS, choices)
@@ -117,3 +122,9 @@ def test_stage_cli_prints_one_line_and_exits_nonzero(tmp_path: Path) -> None:
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         "error: wrong value type: report.dpi='high' must be an integer (the default is 110). Fix the value in "
         "params.yaml (or on the command line)"]
+
+
+def test_dvc_nulls_become_hydra_nulls() -> None:
+    argv = ["pretrain.views.min_scale=None", "method.module.label=NoneSuch", "prepare.root=", "--flag"]
+    assert dvc_nulls_to_hydra(argv) == ["pretrain.views.min_scale=null", "method.module.label=NoneSuch",
+                                        "prepare.root=", "--flag"]

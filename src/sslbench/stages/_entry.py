@@ -73,6 +73,12 @@ def dvc_dict_to_overrides(argv: list[str], prefix: str) -> list[str]:
     return out
 
 
+def dvc_nulls_to_hydra(argv: list[str]) -> list[str]:
+    """Turn `key=None` into `key=null`: DVC renders a YAML null of params.yaml as the word None in a stage command,
+    which Hydra would read as the string 'None' (e.g. the presets' `pretrain.views.min_scale: null`)."""
+    return [f"{token[:-len('None')]}null" if "=" in token and token.endswith("=None") else token for token in argv]
+
+
 def _override_keys(overrides: Sequence[str]) -> Iterator[str]:
     for override in overrides:
         if override.startswith("~") or "=" not in override:
@@ -145,8 +151,7 @@ def _same(param: Any, value: Any) -> bool:
     if isinstance(param, numbers) and isinstance(value, numbers) and not isinstance(param, bool) \
             and not isinstance(value, bool):
         return float(param) == float(value)
-    # DVC renders a YAML null as the word None in a command, which Hydra reads as a string
-    return bool(param == value) or (param in (None, "") and value in (None, "", "None"))
+    return bool(param == value) or (param in (None, "") and value in (None, ""))
 
 
 def check_params_file(params: Any, cfg: DictConfig, section: str, sections: Sequence[str],
@@ -272,6 +277,7 @@ def stage_main(
     def main() -> None:
         if dict_prefix is not None:
             sys.argv[1:] = dvc_dict_to_overrides(sys.argv[1:], dict_prefix)
+        sys.argv[1:] = dvc_nulls_to_hydra(sys.argv[1:])
         error = unknown_key_error(config_name, sys.argv[1:])
         if error is not None:
             print(f"error: {error}", file=sys.stderr)

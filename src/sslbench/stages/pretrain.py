@@ -113,8 +113,7 @@ def views_config(cfg: DictConfig) -> DictConfig:
     views = OmegaConf.to_container(cfg.method.views, resolve=True)
     assert isinstance(knobs, dict) and isinstance(views, dict)
     # a new config (not the composed one, which stays in struct mode): the knobs may be new keys for this builder
-    # DVC renders a YAML null of params.yaml as the word None in a stage command, which Hydra reads as a string
-    return OmegaConf.create({**views, **{k: v for k, v in knobs.items() if v is not None and v != "None"}})
+    return OmegaConf.create({**views, **{k: v for k, v in knobs.items() if v is not None}})
 
 
 def check_config(cfg: DictConfig) -> None:
