@@ -22,12 +22,11 @@ import lightning as L
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from sslbench.data.splits import open_split
-from sslbench.stages.pretrain import encoder_spec, optim_config, views_config
+from sslbench.stages.pretrain import build_method, optim_config
 
 
 class _Clock:
@@ -74,9 +73,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     batch = int(cfg.pretrain.batch_size)
     optim = optim_config(cfg)
-    build = instantiate(cfg.method.module, _partial_=True, _convert_="all")
-    module = build(encoder=encoder_spec(cfg), views=instantiate(views_config(cfg), _convert_="all"),
-                   num_classes=int(cfg.dataset.num_classes), optim=optim, batch_size=batch)
+    module = build_method(cfg)
     tr = open_split(args.data, cfg.dataset.name, cfg.dataset.train)
     va = open_split(args.data, cfg.dataset.name, cfg.dataset.val)
     train = (torch.from_numpy(np.array(tr.images(slice(None)))), tr.labels)

@@ -42,7 +42,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -195,10 +194,7 @@ def build(method: str, overrides: list[str], multi_crop: list[str], batch: int) 
         if "n_local" in cfg.method.views:
             cfg = compose("pretrain", [f"method={method}", f"pretrain.batch_size={batch}", *overrides, *multi_crop])
     torch.manual_seed(0)
-    make = instantiate(cfg.method.module, _partial_=True, _convert_="all")
-    module = make(encoder=pretrain.encoder_spec(cfg), views=instantiate(pretrain.views_config(cfg), _convert_="all"),
-                  num_classes=int(cfg.dataset.num_classes), optim=pretrain.optim_config(cfg), batch_size=batch)
-    return module, cfg
+    return pretrain.build_method(cfg), cfg
 
 
 def _optimizer(params: Any, optim: Any, batch: int) -> torch.optim.Optimizer:

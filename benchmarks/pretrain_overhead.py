@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
 
 from sslbench.data.splits import open_split
 from sslbench.stages import pretrain
@@ -37,10 +36,7 @@ def build(method: str, overrides: list[str], batch: int) -> tuple[Any, Any]:
     with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
         cfg = compose("pretrain", [f"method={method}", f"pretrain.batch_size={batch}", *overrides])
     torch.manual_seed(0)
-    make = instantiate(cfg.method.module, _partial_=True, _convert_="all")
-    module = make(encoder=pretrain.encoder_spec(cfg), views=instantiate(pretrain.views_config(cfg), _convert_="all"),
-                  num_classes=int(cfg.dataset.num_classes), optim=pretrain.optim_config(cfg), batch_size=batch)
-    return module, cfg
+    return pretrain.build_method(cfg), cfg
 
 
 def batch_of(cfg: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -116,6 +116,17 @@ def views_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create({**views, **{k: v for k, v in knobs.items() if v is not None}})
 
 
+def build_method(cfg: DictConfig) -> SSLMethod:
+    """The method's LightningModule as this stage builds it (the benchmarks build it here too). Draws the initial
+    weights from torch's generator: seed it first."""
+    views = instantiate(views_config(cfg), _convert_="all")
+    # objects are passed to the partial, not to instantiate (which would turn the dataclasses into dicts)
+    build = instantiate(cfg.method.module, _partial_=True, _convert_="all")
+    module: SSLMethod = build(encoder=encoder_spec(cfg), views=views, num_classes=int(cfg.dataset.num_classes),
+                              optim=optim_config(cfg), batch_size=int(cfg.pretrain.batch_size))
+    return module
+
+
 def check_config(cfg: DictConfig) -> None:
     p = cfg.pretrain
     for key, ok in (("epochs", p.epochs >= 1), ("batch_size", p.batch_size >= 2), ("lr_scale", p.lr_scale > 0),
@@ -359,8 +370,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     settings = run_settings(cfg)  # device, processes, precision: checked before any work
     name = str(cfg.method.name)
-    spec, optim = encoder_spec(cfg), optim_config(cfg)
-    views = instantiate(views_config(cfg), _convert_="all")
     source = open_split(cfg.paths.data, cfg.dataset.name, cfg.dataset.train, rebuild="dvc repro prepare")
     batch = int(cfg.pretrain.batch_size)
     steps_per_epoch = len(source) // batch
@@ -372,10 +381,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     resume = _resume_state(ckpt_path, config, name)
 
     L.seed_everything(int(cfg.study.seed), workers=True, verbose=False)
-    # objects are passed to the partial, not to instantiate (which would turn the dataclasses into dicts)
-    build = instantiate(cfg.method.module, _partial_=True, _convert_="all")
-    module: SSLMethod = build(encoder=spec, views=views, num_classes=int(cfg.dataset.num_classes), optim=optim,
-                              batch_size=batch)
+    module = build_method(cfg)
     module.view_seed = int(cfg.study.seed)
     history = _History()
     fit_s = 0.0
