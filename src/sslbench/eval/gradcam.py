@@ -2,11 +2,16 @@
 
 Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
 ICCV 2017, https://arxiv.org/abs/1610.02391): for target class c and feature maps A^k of a layer,
-α_k = mean_{i,j} ∂y^c/∂A^k_{ij} and the map is ReLU(Σ_k α_k A^k), upsampled to the input size and scaled to [0, 1].
-Computed with pytorch-grad-cam (`pytorch_grad_cam.GradCAM`) on `encoder.backbone.last_block` (the last conv block;
-for a ViT its last transformer block, with the patch tokens reshaped to a grid), model = images in [0, 1] →
-encoder embedding → linear probe (`LinearProbe.as_module()`, which folds the probe's feature standardisation into
-the layer and so takes raw embeddings), target = the true label (`ClassifierOutputTarget`).
+α_k = mean_{i,j} ∂y^c/∂A^k_{ij} and the map is ReLU(Σ_k α_k A^k), scaled to [0, 1], upsampled (bilinear) to the
+input size and scaled to [0, 1] again. The layer is `encoder.backbone.last_block` (the last conv block; for a ViT
+its last transformer block, with the patch tokens reshaped to a grid), model = images in [0, 1] → encoder
+embedding → linear probe (`LinearProbe.as_module()`, which folds the probe's feature standardisation into the
+layer and so takes raw embeddings), target = the true label.
+
+Written here, with pytorch-grad-cam (`pytorch_grad_cam.GradCAM`) as the test oracle that these maps must equal
+(tests/eval/test_gradcam.py), because importing that package costs ~5 s per process on the 2-core default machine
+(it imports torchvision's detection ops, OpenCV and scikit-learn's SVD for its other CAM variants), which was most
+of the robustness evaluation's time per method; the computation itself is the few lines of `gradcam` below.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from sslbench.models.encoder import Encoder
 
@@ -55,19 +61,52 @@ def gradcam(
     Returns:
         cams float32 (N, H, W) in [0, 1]; predictions int64 (N,) of the same forward pass.
     """
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
     model = ProbedEncoder(encoder, probe).eval()
-    reshape = None
+    reshape: Callable[[torch.Tensor], torch.Tensor] = lambda t: t  # noqa: E731
     if encoder.spec.backbone == "vit_small":
         reshape = _vit_reshape(int(getattr(encoder.backbone.net, "num_prefix_tokens", 1)))
     x = torch.as_tensor(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    targets = [ClassifierOutputTarget(int(y)) for y in labels]
-    with GradCAM(model=model, target_layers=[encoder.backbone.last_block], reshape_transform=reshape) as cam:
-        maps = cam(input_tensor=x, targets=targets)
-        logits = cam.outputs.detach()
-    return np.asarray(maps, np.float32), logits.argmax(1).numpy().astype(np.int64)
+    x.requires_grad_(True)  # so that the layer's output carries a gradient even when every parameter is frozen
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        store["activations"] = output
+        output.register_hook(lambda grad: store.__setitem__("gradients", grad))
+
+    layer = encoder.backbone.last_block
+    assert isinstance(layer, nn.Module)
+    handle = layer.register_forward_hook(keep)
+    try:
+        logits = model(x)
+        target = torch.as_tensor(np.asarray(labels, np.int64))
+        model.zero_grad(set_to_none=True)
+        logits.gather(1, target[:, None]).sum().backward()
+    finally:
+        handle.remove()
+    activations = reshape(store["activations"].detach()).float()
+    gradients = reshape(store["gradients"].detach()).float()
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    cams = _unit_range(torch.relu((weights * activations).sum(dim=1)))
+    cams = F.interpolate(cams[:, None], size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)[:, 0]
+    cams = _unit_range(torch.relu(cams))
+    return cams.numpy().astype(np.float32), logits.detach().argmax(1).numpy().astype(np.int64)
+
+
+def _unit_range(cams: torch.Tensor) -> torch.Tensor:
+    """Each map (N, H, W) shifted to a minimum of 0 and divided by its maximum (+1e-7, as pytorch-grad-cam)."""
+    low = cams.amin(dim=(1, 2), keepdim=True)
+    cams = cams - low
+    return cams / (1e-7 + cams.amax(dim=(1, 2), keepdim=True))
+
+
+def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3): the image (float in [0, 1]) and the jet-coloured CAM, half each, scaled to a maximum of 1
+    (pytorch-grad-cam's `show_cam_on_image` with its defaults, with matplotlib's jet instead of OpenCV's)."""
+    from matplotlib import colormaps
+
+    heat = colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
+    mixed = 0.5 * heat + 0.5 * image
+    return (255 * mixed / mixed.max()).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -89,7 +128,6 @@ def gradcam_panel(rows: Sequence[CamRow], classes: Sequence[str], path: str | os
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pytorch_grad_cam.utils.image import show_cam_on_image
 
     from sslbench.io import atomic_path
 
@@ -106,7 +144,7 @@ def gradcam_panel(rows: Sequence[CamRow], classes: Sequence[str], path: str | os
             image = row.images[i].astype(np.float32) / 255.0
             cells[0].imshow(row.images[i], interpolation="nearest")
             cells[1].imshow(row.cams[i], cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
-            cells[2].imshow(show_cam_on_image(image, row.cams[i], use_rgb=True), interpolation="nearest")
+            cells[2].imshow(overlay(image, row.cams[i]), interpolation="nearest")
             correct = int(row.predictions[i]) == int(row.labels[i])
             cells[0].set_title(
                 f"{row.title}\ntrue {classes[int(row.labels[i])]} / pred {classes[int(row.predictions[i])]}\n"
