@@ -43,7 +43,7 @@ def test_repro_writes_every_declared_output(study: Path) -> None:
 def test_probe_param_reruns_only_probe_stages(study: Path) -> None:
     original = edit_params(study, lambda p: p["probe"]["knn"].update(k=5))
     try:
-        assert would_run(study) == {f"probe@{m}" for m in TINY_METHODS} | {"report"}
+        assert would_run(study) == {f"evaluate@{m}" for m in TINY_METHODS} | {"report"}
     finally:
         (study / "params.yaml").write_text(original)
 

@@ -268,7 +268,7 @@ def test_unknown_dataset_lists_the_valid_ones(study: Path) -> None:
 
 def test_unknown_key_in_a_params_section(study: Path) -> None:
     set_params(study, probe__knn__kk=5)
-    fails_cleanly(study, ["probe@simclr"], "probe.knn.kk", "probe.knn.k", "Fix the name")
+    fails_cleanly(study, ["evaluate@simclr"], "probe.knn.kk", "probe.knn.k", "Fix the name")
     assert not (study / "reports/probe/simclr.json").exists()
 
 
@@ -280,7 +280,7 @@ def test_unknown_key_in_a_method_entry(study: Path) -> None:
 
 def test_wrong_value_type(study: Path) -> None:
     set_params(study, probe__linear__epochs="five")
-    fails_cleanly(study, ["probe@simclr"], "probe.linear.epochs='five' must be an integer")
+    fails_cleanly(study, ["evaluate@simclr"], "probe.linear.epochs='five' must be an integer")
 
 
 def test_negative_epochs(study: Path) -> None:
@@ -350,7 +350,7 @@ def test_truncated_parquet(study: Path) -> None:
     # `dvc repro` sees the modified output and rebuilds it ...
     assert "embed@simclr" in would_run(study)
     # ... and the stage run alone names the file and the command that rebuilds it
-    fails_cleanly(study, ["--single-item", "probe@simclr"], str(table.relative_to(study)), "truncated or corrupt",
+    fails_cleanly(study, ["--single-item", "evaluate@simclr"], str(table.relative_to(study)), "truncated or corrupt",
                   "dvc repro embed@simclr")
 
 
@@ -358,7 +358,7 @@ def test_parquet_of_another_method(study: Path) -> None:
     table = study / "data/embeddings/simclr/shapes/test.parquet"
     table.unlink()
     table.write_bytes((study / "data/embeddings/supervised/shapes/test.parquet").read_bytes())
-    fails_cleanly(study, ["--single-item", "probe@simclr"], "method='supervised' but 'simclr' was expected",
+    fails_cleanly(study, ["--single-item", "evaluate@simclr"], "method='supervised' but 'simclr' was expected",
                   "dvc repro embed@simclr")
 
 

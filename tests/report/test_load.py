@@ -14,8 +14,8 @@ def test_load_study_tolerates_missing_and_broken_inputs(tmp_path: Path) -> None:
     study = load_study(root / "reports", root / "models", ["simclr", "byol"])
     assert study.area("probe")["simclr"] is None and study.area("probe")["byol"] is not None
     reasons = {(m.path.parent.name, m.path.stem): (m.reason, m.rebuild) for m in study.missing}
-    assert reasons == {("probe", "simclr"): ("unreadable (JSONDecodeError)", "dvc repro probe@simclr"),
-                       ("ood", "byol"): ("missing", "dvc repro ood@byol")}
+    assert reasons == {("probe", "simclr"): ("unreadable (JSONDecodeError)", "dvc repro evaluate@simclr"),
+                       ("ood", "byol"): ("missing", "dvc repro evaluate@byol")}
     assert any("lacking the column(s) corruption, severity, error" in m.sentence() for m in study.missing_plots)
     assert set(study.errors["method"]) == {"simclr"} and set(study.roc["method"]) == {"simclr"}
     assert set(study.roc["group"]) == {"near", "far"} and set(study.gradcam) == {"simclr", "byol"}

@@ -93,8 +93,12 @@ class StudyResults:
         return out
 
 
+# the DVC stage that writes each area's metrics (probe, robustness and ood run in one `evaluate` stage per method)
+STAGE_OF_AREA = {"probe": "evaluate", "robustness": "evaluate", "ood": "evaluate"}
+
+
 def rebuild_command(area: str, method: str) -> str:
-    return f"dvc repro {area}@{method}"
+    return f"dvc repro {STAGE_OF_AREA.get(area, area)}@{method}"
 
 
 def _read_metrics(path: Path, rebuild: str) -> tuple[dict[str, Any] | None, MissingInput | None]:

@@ -260,7 +260,7 @@ def build_summary(
     doc.table("Test top-1 of the frozen encoder: linear probe (weight decay selected on validation), kNN, and "
               "semi-supervised on class-balanced label subsets (fine-tuned backbone, or linear probe).",
               tables.accuracy_table(methods, probe, missing["probe"]),
-              "no probe metrics found (run `dvc repro probe`)")
+              "no probe metrics found (run `dvc repro evaluate`)")
     doc.add(tables.quality_bar(methods, probe, n_test=_n_test(params, dataset)))
     doc.table("Linear-probe test top-1 for every weight decay of the grid (for comparison with the reference, "
               "which reports the best over test; the headline above uses the validation-selected one).",
@@ -273,7 +273,7 @@ def build_summary(
               f"reference), relative mCE, and unnormalised mean errors over the 15 standard and all 19 "
               "corruptions (lower is better throughout).",
               tables.robustness_table(methods, robust, missing["robustness"]),
-              "no robustness metrics found (run `dvc repro robustness`)")
+              "no robustness metrics found (run `dvc repro evaluate`)")
     value, source = RESNET50_IMAGENET_MCE
     doc.add(f"Paper-scale anchor (not comparable: ImageNet-C, normalised by AlexNet): {source}: mCE {value:.1f}.")
     labels = {"error": "top-1 error", "ce": f"CE normalised by {reference}", "": "as reported"}
@@ -295,7 +295,7 @@ def build_summary(
                if convention else "The OOD files do not state a convention (no `ood/convention` key)."))
     ood_tables = tables.ood_tables(methods, ood, missing["ood"], groups)
     if not ood_tables:
-        doc.add("*OOD detection: no OOD metrics found (run `dvc repro ood`).*")
+        doc.add("*OOD detection: no OOD metrics found (run `dvc repro evaluate`).*")
     for group, table in ood_tables.items():
         doc.table(f"{group}-OOD: AUROC / FPR95 (%) per score (bold: best AUROC of each score).", table, "")
     if any((d or {}).get("ood/skipped") for d in ood.values()):

@@ -505,7 +505,7 @@ def quality_bar(methods: Sequence[str], probe: PerMethod, key: str = "linear/top
     """
     base = number((probe.get("random_init") or {}).get(key))
     if base is None:
-        return f"Quality bar not evaluated: `random_init` has no `{key}` (run `dvc repro probe@random_init`)."
+        return f"Quality bar not evaluated: `random_init` has no `{key}` (run `dvc repro evaluate@random_init`)."
     ssl = [m for m in methods if m not in BASELINES]
     scored = _scored(ssl, probe, key)
     scale = percent_scale([base, *scored.values()], "pct")

@@ -43,6 +43,8 @@ FLEXIBLE = ("corrupt.n_images", "pretrain.devices")
 GROUP_PARAMS = {"pretrain.backbone": "backbone", "study.dataset": "dataset"}
 # params.yaml sections that are not a stage's own section
 SHARED_SECTIONS = ("study", "methods")
+# stage configs that run the areas of several params.yaml sections in one process (README, "Design changes")
+COMBINED = {"evaluate": ("probe", "robustness", "ood")}
 _ABSENT = object()
 
 
@@ -154,11 +156,11 @@ def _same(param: Any, value: Any) -> bool:
     return bool(param == value) or (param in (None, "") and value in (None, ""))
 
 
-def check_params_file(params: Any, cfg: DictConfig, section: str, sections: Sequence[str],
+def check_params_file(params: Any, cfg: DictConfig, section: str | Sequence[str], sections: Sequence[str],
                       choices: Mapping[str, str] | None = None) -> None:
-    """Raise `UserError` when params.yaml has an unknown section, when a key of the stage's own `section` is unknown
-    to the stage config, or when a key of it or of `study:` that the stage has did not reach the stage with its
-    value (dvc.yaml does not pass it).
+    """Raise `UserError` when params.yaml has an unknown section, when a key of the stage's own `section` (or of
+    each of several) is unknown to the stage config, or when a key of it or of `study:` that the stage has did not
+    reach the stage with its value (dvc.yaml does not pass it).
     `choices` are the config groups chosen (Hydra's runtime choices), against which `GROUP_PARAMS` are compared.
     """
     if not isinstance(params, Mapping):
@@ -167,8 +169,9 @@ def check_params_file(params: Any, cfg: DictConfig, section: str, sections: Sequ
     if unknown_sections:
         raise UserError(f"params.yaml has unknown sections {unknown_sections}; valid sections: "
                         f"{sorted((*SHARED_SECTIONS, *sections))}. Fix the name")
+    own_sections = (section,) if isinstance(section, str) else tuple(section)
     unknown, ignored = [], []
-    for name in ("study", section):
+    for name in ("study", *own_sections):
         if not isinstance(params.get(name), Mapping) or name not in cfg:
             continue
         own: Any = OmegaConf.to_container(cfg[name])
@@ -181,7 +184,7 @@ def check_params_file(params: Any, cfg: DictConfig, section: str, sections: Sequ
                 continue
             value = OmegaConf.select(cfg, key, default=_ABSENT)
             if value is _ABSENT:
-                if name == section:  # `study:` is shared: each stage takes only the keys it needs
+                if name in own_sections:  # `study:` is shared: each stage takes only the keys it needs
                     unknown.append(key)
             elif isinstance(value, DictConfig):
                 unknown.append(f"{key} (a section, not a value)")
@@ -197,7 +200,7 @@ def check_params_file(params: Any, cfg: DictConfig, section: str, sections: Sequ
 
 
 def _stage_sections() -> list[str]:
-    return sorted(p.stem for p in (Path(__file__).parents[1] / "conf").glob("*.yaml"))
+    return sorted(p.stem for p in (Path(__file__).parents[1] / "conf").glob("*.yaml") if p.stem not in COMBINED)
 
 
 def _check_inputs(cfg: DictConfig, config_name: str) -> None:
@@ -217,7 +220,7 @@ def _check_inputs(cfg: DictConfig, config_name: str) -> None:
             params = yaml.safe_load(params_path.read_text())
         except yaml.YAMLError as err:
             raise UserError(f"{params_path} is not valid YAML ({err}); fix the file") from err
-        check_params_file(params, cfg, config_name, _stage_sections(), choices)
+        check_params_file(params, cfg, COMBINED.get(config_name, config_name), _stage_sections(), choices)
 
 
 def unknown_key_error(config_name: str, overrides: Sequence[str]) -> UserError | None:

@@ -1,4 +1,4 @@
-"""`ood@<method>`: OOD detection from cached embeddings (REFERENCE.md §2.5, DESIGN.md §2).
+"""The ood area of `evaluate@<method>`: OOD detection from cached embeddings (REFERENCE.md §2.5, DESIGN.md §2).
 
 python -m sslbench.stages.ood method_name=simclr dataset=shapes ood.knn_k=50
 
@@ -78,7 +78,7 @@ class OODClassOverlapWarning(UserWarning):
     """An OOD set shares class names with the in-distribution set."""
 
 
-def _check_config(cfg: DictConfig) -> tuple[str, dict[str, dict[str, str]], dict[str, str]]:
+def check_settings(cfg: DictConfig) -> tuple[str, dict[str, dict[str, str]], dict[str, str]]:
     """Validate the config before any work; return (method, test groups {group: {dataset: split}}, validation)."""
     method = require_method(cfg)
     for key in ("knn_k", "kmeans_clusters"):
@@ -240,7 +240,7 @@ def _write_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
-    method, groups, validation = _check_config(cfg)
+    method, groups, validation = check_settings(cfg)
     data, reports = Path(cfg.paths.data), Path(cfg.paths.reports)
     main = str(cfg.dataset.name)
     ensure_writable(reports / "ood" / f"{method}.json", reports / "ood" / "plots" / method)

@@ -1,4 +1,5 @@
-"""`probe@<method>`: the accuracy half of the study, on cached embeddings (REFERENCE.md §2.1-2.3).
+"""The probe area of `evaluate@<method>`: the accuracy half of the study, on cached embeddings (REFERENCE.md
+§2.1-2.3).
 
 python -m sslbench.stages.probe method_name=simclr dataset=shapes probe.linear.epochs=100
 

@@ -1,4 +1,5 @@
-"""`robustness@<method>`: corruption robustness of one method from its embeddings (REFERENCE.md §2.4).
+"""The robustness area of `evaluate@<method>`: corruption robustness of one method from its embeddings (REFERENCE.md
+§2.4).
 
 python -m sslbench.stages.robustness method_name=simclr dataset=shapes study.seed=0
 
@@ -6,7 +7,7 @@ The linear probe of the probe stage (`sslbench.eval.linear.train_linear_probe`, 
 on the method's clean train embeddings (weight decay chosen on val), then applied to the clean test images of the
 corrupted subset and to every corrupted set (paired by source `index`). The reference that normalises CE is
 AlexNet on ImageNet and the study's `supervised` model elsewhere; the latter is evaluated here, with the same
-probe protocol, from its own embeddings (never from another stage's output, so `robustness@supervised` does not
+probe protocol, from its own embeddings (never from another stage's output, so `evaluate@supervised` does not
 depend on itself). Writes `reports/robustness/<method>.json` (metrics), `reports/robustness/plots/<method>/
 errors.csv` (per corruption and severity, for `dvc plots`) and `reports/robustness/gradcam/<method>.png`.
 """
@@ -145,7 +146,8 @@ def evaluate(cfg: DictConfig, tables: Tables) -> Evaluation:
     return Evaluation(probe, clean_error, errors, len(tables.clean_labels))
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def check_settings(cfg: DictConfig) -> tuple[str, str, list[str], int]:
+    """The method, the reference kind, the Grad-CAM corruptions and severity; `UserError` for a bad value."""
     method = _method_name(cfg)
     kind = _reference_kind(cfg)
     g = cfg.robustness.gradcam
@@ -154,6 +156,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     gradcam_severity = C.resolve_severities(int(g.severity))[0]
     if int(g.n_images) < 0:
         raise UserError(f"robustness.gradcam.n_images must be >= 0, got {g.n_images}")
+    return method, kind, list(gradcam_corruptions), int(gradcam_severity)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    method, kind, gradcam_corruptions, gradcam_severity = check_settings(cfg)
+    g = cfg.robustness.gradcam
     data_root = Path(cfg.paths.data)
     dataset = str(cfg.dataset.name)
     reports = Path(cfg.paths.reports) / "robustness"
