@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 
+from sslbench.accel import prepare_module
 from sslbench.data.splits import open_split
 from sslbench.stages import pretrain
 
@@ -48,9 +50,8 @@ def batch_of(cfg: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8), torch.randint(0, 10, (batch,))
 
 
-def measure(method: str, overrides: list[str], batch: int, repeats: int) -> dict[str, float]:
-    module, cfg = build(method, overrides, batch)
-    images, labels = batch_of(cfg, batch)
+def full_step_fn(module: Any, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+    """One training step of `module` on the batch as the pretrain stage runs it, without Lightning's bookkeeping."""
     module.train()
     module._trainer = SimpleNamespace(estimated_stepping_batches=1000, max_epochs=10, global_step=0, global_rank=0,
                                       num_training_batches=100, current_epoch=0)
@@ -69,6 +70,16 @@ def measure(method: str, overrides: list[str], batch: int, repeats: int) -> dict
         sched.step()
         module.on_train_batch_end(None, (views, y), 0)
 
+    return full_step
+
+
+def measure(method: str, overrides: list[str], batch: int, repeats: int) -> dict[str, float]:
+    module, cfg = build(method, overrides, batch)
+    # the memory format the stage trains in (pretrain.channels_last), for both the full step and the bare backbone
+    prepare_module(module, channels_last=bool(cfg.pretrain.channels_last), compile_backend=None)
+    images, labels = batch_of(cfg, batch)
+    full_step = full_step_fn(module, images, labels)
+
     with torch.no_grad():
         fixed_views = module.views(images.permute(0, 3, 1, 2).float() / 255)
     groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
@@ -81,20 +92,28 @@ def measure(method: str, overrides: list[str], batch: int, repeats: int) -> dict
         for x in bare_inputs:
             module.encoder.features(x).sum().backward()
 
-    for fn in (full_step, bare_step):  # warm-up
-        fn()
-    t_full, t_bare = [], []
-    for _ in range(repeats):
-        for fn, times in ((full_step, t_full), (bare_step, t_bare)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    full, bare = statistics.median(t_full), statistics.median(t_bare)
+    full, bare = alternate(full_step, bare_step, repeats)
     return {"full_img_s": batch / full, "bare_img_s": batch / bare, "ratio": bare / full, "views": len(fixed_views)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def alternate(a: Callable[[], None], b: Callable[[], None], repeats: int) -> tuple[float, float]:
+    """Median seconds of `a` and of `b`, timed alternately `repeats` times after a warm-up call of each, so that
+    load from other processes affects both."""
+    for fn in (a, b):
+        fn()
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(repeats):
+        for fn, times in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def parse_args(description: str) -> tuple[list[str], list[str], int, int]:
+    """The benchmarks' shared command line: (methods, Hydra overrides, batch size, repeats); prints the set-up."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="", help="comma-separated; default: every method config")
     parser.add_argument("--batch-size", type=int, default=0, help="default: the pretrain config's batch_size")
     parser.add_argument("--repeats", type=int, default=5)
@@ -104,9 +123,14 @@ def main() -> None:
     with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
         batch = args.batch_size or int(compose("pretrain", overrides).pretrain.batch_size)
     print(f"batch {batch}, overrides {overrides or 'none'}, torch threads {torch.get_num_threads()}")
+    return methods, overrides, batch, int(args.repeats)
+
+
+def main() -> None:
+    methods, overrides, batch, repeats = parse_args(__doc__ or "")
     print(f"{'method':<24}{'views':>6}{'full img/s':>12}{'backbone img/s':>16}{'ratio':>8}")
     for method in methods:
-        r = measure(method, overrides, batch, args.repeats)
+        r = measure(method, overrides, batch, repeats)
         print(f"{method:<24}{r['views']:>6}{r['full_img_s']:>12.1f}{r['bare_img_s']:>16.1f}{r['ratio']:>8.2f}",
               flush=True)
 

@@ -248,7 +248,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if n_corrupted == 0:
         log.info("no corrupted sets under %s (run `%s` to build them)", data_root / "corrupted" / dataset,
                  CORRUPT_REBUILD)
-    encoder = encoder.to(device)
+    # NHWC convolution weights (activations follow): ~2x the eval throughput of NCHW on this 2-core CPU (oneDNN)
+    # and faster on tensor-core GPUs; the embeddings differ from NCHW ones by float rounding only
+    encoder = encoder.to(device).to(memory_format=torch.channels_last)
     spec = encoder.spec
     sha = sha256_file(model_dir / ENCODER_FILE)
     total = sum(len(t.source) for t in targets)
