@@ -101,6 +101,15 @@ def test_bad_m_or_beta_rejected_at_construction(kwargs: dict[str, float], key: s
         _module("h", **kwargs)
 
 
+@pytest.mark.parametrize("space", ["h", "z"])
+def test_logvar_init_sets_the_initial_sigma(space: str) -> None:
+    assert _module(space, logvar_init=-8.0).encoder.gaussian.logvar.bias.eq(-8.0).all()  # type: ignore[union-attr]
+    default = _module(space).encoder.gaussian  # logvar_init None: PyTorch's Linear init (the reference's), sigma ~ 1
+    assert default is not None and default.logvar.bias.abs().max() <= default.dim**-0.5
+    with pytest.raises(UserError, match="logvar_init"):
+        _module(space, logvar_init=LOGVAR_MIN - 1)
+
+
 def test_projector_placement_is_checked() -> None:
     with pytest.raises(UserError, match="projector_dims"):
         _module("h", projector_dims=[])

@@ -28,7 +28,14 @@ from torch import nn
 from sslbench.errors import UserError
 from sslbench.methods.base import LossOutput, SSLMethod
 from sslbench.models.heads import MLP
-from sslbench.models.stochastic import MixturePrior, StandardNormalPrior, gaussian_log_prob, rsample
+from sslbench.models.stochastic import (
+    LOGVAR_MAX,
+    LOGVAR_MIN,
+    MixturePrior,
+    StandardNormalPrior,
+    gaussian_log_prob,
+    rsample,
+)
 
 Prior = StandardNormalPrior | MixturePrior
 
@@ -93,16 +100,25 @@ class StochasticSSL(SSLMethod):
         projector_dims: Bayes-H: the projector's widths after the feature dim (required); Bayes-Z: must be empty
             (the projector is `encoder.projector`, set by `encoder.projector_dims`).
         mc_samples: M; beta: β.
+        logvar_init: initial bias of the log σ² layer (`encoder.gaussian.logvar`), e.g. -8 (σ ≈ 0.02); None (default,
+            the reference's) keeps PyTorch's Linear init, log σ² ≈ 0, i.e. σ ≈ 1 noise on a μ whose spread at init is
+            far smaller, so the samples start as almost pure noise (README, "Calibration").
         **base: `SSLMethod` arguments (encoder, views, num_classes, optim, batch_size).
     Raises:
-        UserError: M < 1, β < 0, a deterministic encoder, or projector widths given to the wrong place.
+        UserError: M < 1, β < 0, a deterministic encoder, projector widths given to the wrong place, or a
+            `logvar_init` outside the log σ² clamp.
     """
 
     def __init__(
         self, loss: nn.Module, projector_dims: list[int] | None = None, mc_samples: int = 12, beta: float = 1e-3,
-        **base: Any,
+        logvar_init: float | None = None, **base: Any,
     ) -> None:
         check_mc_beta(mc_samples, beta)
+        if logvar_init is not None and not LOGVAR_MIN < logvar_init < LOGVAR_MAX:
+            raise UserError(
+                f"method.module.logvar_init must lie inside the log-variance clamp ({LOGVAR_MIN:.3f}, {LOGVAR_MAX:.3f})"
+                f" or be null, got {logvar_init}"
+            )
         space = base["encoder"].stochastic_space
         dims = list(projector_dims or [])
         if space not in ("h", "z"):
@@ -116,6 +132,10 @@ class StochasticSSL(SSLMethod):
         super().__init__(**base)
         self.projector = MLP([self.encoder.feature_dim, *dims]) if dims else None
         self.criterion = StochasticLoss(loss, mc_samples, beta)
+        if logvar_init is not None:
+            assert self.encoder.gaussian is not None
+            with torch.no_grad():
+                self.encoder.gaussian.logvar.bias.fill_(float(logvar_init))
 
     def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
         if len(views) != 2:
