@@ -538,22 +538,21 @@ def corruption_grid(
 
     from sslbench.io import atomic_path
 
+    from sslbench.data.grid import tile
+
     corruptions = list(dict.fromkeys(c for c, _ in corrupted))
     severities = sorted({s for _, s in corrupted})
-    fig, axes = plt.subplots(len(corruptions), len(severities) + 1,
-                             figsize=((len(severities) + 1) * 0.9 + 1.2, len(corruptions) * 0.9 + 0.4), squeeze=False)
-    for r, c in enumerate(corruptions):
-        cells = [clean, *(corrupted.get((c, s)) for s in severities)]
-        for col, image in enumerate(cells):
-            ax = axes[r, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if image is not None:
-                ax.imshow(image, interpolation="nearest")
-            if r == 0:
-                ax.set_title("clean" if col == 0 else f"severity {severities[col - 1]}", fontsize=7)
-        axes[r, 0].set_ylabel(c, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=9)
+    mosaic, h, w, gap = tile([[clean, *(corrupted.get((c, s)) for s in severities)] for c in corruptions])
+    fig, ax = plt.subplots(figsize=((len(severities) + 1) * 0.9 + 1.6, len(corruptions) * 0.9 + 0.4))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(corruptions))], corruptions, fontsize=7)
+    ax.set_xticks([col * (w + gap) + w / 2 for col in range(len(severities) + 1)],
+                  ["clean", *(f"severity {s}" for s in severities)], fontsize=7)
+    ax.xaxis.tick_top()
+    ax.tick_params(left=False, top=False)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
