@@ -146,3 +146,22 @@ def test_sampled_logits_average_draws_reproducibly() -> None:
     # the average of many draws approaches the logits of mu (the head is linear)
     many = sampled_logits(probe, x[:20], wide[:20], n_samples=4000, seed=1)
     np.testing.assert_allclose(many, probe.logits(x[:20]), atol=0.35)
+
+
+def test_reuse_probes_returns_the_probe_trained_on_equal_inputs_and_only_inside_the_block() -> None:
+    from sslbench.eval.linear import reuse_probes
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 5)).astype(np.float32), rng.integers(0, 3, 60)
+    vx, vy = rng.normal(size=(20, 5)).astype(np.float32), rng.integers(0, 3, 20)
+    kwargs = {"num_classes": 3, "epochs": 3, "batch_size": 16}
+    with reuse_probes():
+        first = train_linear_probe(x, y, vx, vy, **kwargs)
+        assert train_linear_probe(x.copy(), y.copy(), vx, vy, **kwargs) is first  # equal content, other arrays
+        assert train_linear_probe(x, y, vx, vy, **{**kwargs, "epochs": 4}) is not first  # other settings
+        x2 = x.copy()
+        x2[0, 0] += 1.0
+        assert train_linear_probe(x2, y, vx, vy, **kwargs) is not first  # other features
+    outside = train_linear_probe(x, y, vx, vy, **kwargs)
+    assert outside is not first
+    torch.testing.assert_close(outside.weight, first.weight)  # the same training, just not reused

@@ -23,9 +23,11 @@ Peak memory is therefore the table plus O(batch x D + K x C x D) (measured in `b
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,6 +198,36 @@ def _sgd_momentum_(param: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor, l
     param.sub_(buf, alpha=lr)
 
 
+# probes already trained inside `reuse_probes()`, keyed by a digest of their inputs and settings; None outside it
+_REUSE: dict[str, LinearProbe] | None = None
+
+
+@contextmanager
+def reuse_probes() -> Iterator[None]:
+    """Within the block, `train_linear_probe` called again with equal inputs (the same features and labels, by
+    content) and equal settings returns the probe it trained the first time instead of training it again.
+
+    `evaluate@<method>` runs the probe, robustness and ood areas in one process, and each trains the §2.1 probe on
+    the same embeddings with the same seed: the result would be the same probe three times. The returned probe is
+    shared, so callers must not modify it (none does).
+    """
+    global _REUSE
+    outer, _REUSE = _REUSE, {} if _REUSE is None else _REUSE
+    try:
+        yield
+    finally:
+        _REUSE = outer
+
+
+def _digest(*arrays: Array, **settings: object) -> str:
+    h = hashlib.sha256(repr(sorted(settings.items())).encode())
+    for a in arrays:
+        arr = np.ascontiguousarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a))
+        h.update(f"{arr.dtype}{arr.shape}".encode())
+        h.update(arr.data)  # the buffer itself: no copy of a large table
+    return h.hexdigest()
+
+
 def train_linear_probe(
     train_x: Array,
     train_y: np.ndarray,
@@ -225,6 +257,12 @@ def train_linear_probe(
     Raises:
         ValueError: on empty inputs, labels outside [0, num_classes) or an empty weight-decay grid.
     """
+    key = None
+    if _REUSE is not None:
+        key = _digest(train_x, train_y, val_x, val_y, num_classes=num_classes, weight_decays=list(weight_decays),
+                      epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device)
+        if key in _REUSE:
+            return _REUSE[key]
     xt = as_float32(train_x)
     yt = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     if len(xt) == 0 or len(val_x) == 0:
@@ -273,4 +311,6 @@ def train_linear_probe(
     chosen = candidates[best]
     chosen.val_top1 = val_top1
     chosen.candidates = candidates
+    if _REUSE is not None and key is not None:
+        _REUSE[key] = chosen
     return chosen

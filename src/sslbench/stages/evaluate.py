@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from sslbench.eval.linear import reuse_probes
 from sslbench.stages import ood, probe, robustness
 from sslbench.stages._entry import stage_main
 
@@ -38,8 +39,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check(cfg)
     start = time.perf_counter()
     metrics: dict[str, Any] = {}
-    for area in (probe, robustness, ood):
-        metrics.update(area.run(cfg))
+    with reuse_probes():  # the three areas train the same §2.1 probe on the same embeddings: train it once
+        for area in (probe, robustness, ood):
+            metrics.update(area.run(cfg))
     log.info("evaluate@%s: probe, robustness and ood in %.1fs", cfg.method_name, time.perf_counter() - start)
     return metrics
 
