@@ -1,4 +1,5 @@
-"""`ood@<method>` stage on fake embeddings (written with `io.EmbeddingWriter`) and a fake Bayes-H encoder."""
+"""The ood area of `evaluate@<method>` on fake embeddings (written with `io.EmbeddingWriter`) and a fake Bayes-H
+encoder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`probe@<method>`: metrics from cached embeddings; bad inputs fail clearly and write nothing."""
+"""The probe area of `evaluate@<method>`: metrics from cached embeddings; bad inputs fail clearly and write
+nothing."""
 
 from __future__ import annotations
 

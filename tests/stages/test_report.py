@@ -60,8 +60,8 @@ def test_summary_reads_like_a_results_section(study: tuple[Path, dict]) -> None:
         assert heading in text
     # missing inputs: dashes and a footnote naming the file and the command
     assert "| byol[^probe-byol] | — |" in text
-    assert f"[^probe-byol]: `{root}/reports/probe/byol.json` is missing: run `dvc repro probe@byol`" in text
-    assert "[^robustness-byol]:" in text and "dvc repro robustness@byol" in text
+    assert f"[^probe-byol]: `{root}/reports/probe/byol.json` is missing: run `dvc repro evaluate@byol`" in text
+    assert "[^robustness-byol]:" in text and "dvc repro evaluate@byol" in text
     # byol's OOD results exist, so its OOD rows are real numbers
     assert "| byol | —" not in text.split("## Out-of-distribution detection")[1]
     assert "mCE (normalised by supervised)" in text and "OOD = positive class" in text
