@@ -536,9 +536,8 @@ def corruption_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sslbench.io import atomic_path
-
     from sslbench.data.grid import tile
+    from sslbench.io import atomic_path
 
     corruptions = list(dict.fromkeys(c for c, _ in corrupted))
     severities = sorted({s for _, s in corrupted})

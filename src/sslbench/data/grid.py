@@ -33,8 +33,8 @@ def tile(
             a = np.asarray(image)
             if a.dtype != np.uint8:
                 a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
-            mosaic[r * (h + row_gap): r * (h + row_gap) + h, c * (w + gap): c * (w + gap) + w] = a[..., None] if a.ndim == 2 \
-                else a
+            top, left = r * (h + row_gap), c * (w + gap)
+            mosaic[top : top + h, left : left + w] = a[..., None] if a.ndim == 2 else a
     return mosaic, h, w, gap
 
 

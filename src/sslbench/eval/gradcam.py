@@ -99,13 +99,17 @@ def _unit_range(cams: torch.Tensor) -> torch.Tensor:
     return cams / (1e-7 + cams.amax(dim=(1, 2), keepdim=True))
 
 
+def jet(cam: np.ndarray) -> np.ndarray:
+    """float RGB (H, W, 3) in [0, 1]: the CAM (H, W) in matplotlib's jet colormap."""
+    from matplotlib import colormaps
+
+    return np.asarray(colormaps["jet"](np.clip(cam, 0, 1))[..., :3])
+
+
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3): the image (float in [0, 1]) and the jet-coloured CAM, half each, scaled to a maximum of 1
     (pytorch-grad-cam's `show_cam_on_image` with its defaults, with matplotlib's jet instead of OpenCV's)."""
-    from matplotlib import colormaps
-
-    heat = colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
-    mixed = 0.5 * heat + 0.5 * image
+    mixed = 0.5 * jet(cam) + 0.5 * image
     return (255 * mixed / mixed.max()).astype(np.uint8)
 
 
@@ -128,7 +132,6 @@ def gradcam_panel(rows: Sequence[CamRow], classes: Sequence[str], path: str | os
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import colormaps
 
     from sslbench.data.grid import tile
     from sslbench.io import atomic_path
@@ -142,12 +145,12 @@ def gradcam_panel(rows: Sequence[CamRow], classes: Sequence[str], path: str | os
                 line += [None, None, None]
                 continue
             image = row.images[i].astype(np.float32) / 255.0
-            line += [row.images[i], colormaps["jet"](np.clip(row.cams[i], 0, 1))[..., :3], overlay(image, row.cams[i])]
+            line += [row.images[i], jet(row.cams[i]), overlay(image, row.cams[i])]
         cells.append(line)
     # one axes for the whole panel (an axes per cell cost ~1.5 s per method); titles as text above each image
-    h = rows[0].images.shape[1]
-    row_gap = h // 2 + 4  # room for the three title lines above each row
-    mosaic, h, w, gap = tile(cells, gap=max(1, h // 16), row_gap=row_gap)
+    side = int(rows[0].images.shape[1])
+    row_gap = side // 2 + 4  # room for the three title lines above each row
+    mosaic, h, w, gap = tile(cells, row_gap=row_gap)
     fig, ax = plt.subplots(figsize=(3 * n_images * 1.25, len(rows) * 1.7 + 0.5))
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
