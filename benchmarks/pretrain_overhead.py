@@ -8,7 +8,9 @@ images (random images when the dataset is not prepared):
   optimizer and schedule step, as the pretrain stage runs it (without Lightning's own bookkeeping);
 - bare backbone: forward + backward of the backbone alone over the same views (every view of the step, each
   resolution group in one call), i.e. the work a step cannot avoid.
-ratio = images/s of the full step / images/s of the bare backbone (1.0 = no overhead). The two are timed alternately,
+ratio = images/s of the full step / images/s of the bare backbone (1.0 = no overhead); views/full = the share of the
+full step spent drawing the views alone (timed alternately with the bare backbone), the part of the overhead that
+the method's heads and loss do not explain. Full step and bare backbone are timed alternately,
 `--repeats` times each after a warm-up, and the medians are compared, so that load from other processes affects both.
 Extra arguments are Hydra overrides of the pretrain config (e.g. `backbone.width=16 dataset.image_size=24`).
 """
@@ -92,8 +94,16 @@ def measure(method: str, overrides: list[str], batch: int, repeats: int) -> dict
         for x in bare_inputs:
             module.encoder.features(x).sum().backward()
 
+    float_images = images.permute(0, 3, 1, 2).float() / 255
+
+    def views_only() -> None:
+        with torch.no_grad():
+            module.views(float_images)
+
     full, bare = alternate(full_step, bare_step, repeats)
-    return {"full_img_s": batch / full, "bare_img_s": batch / bare, "ratio": bare / full, "views": len(fixed_views)}
+    views_s, _ = alternate(views_only, bare_step, repeats)
+    return {"full_img_s": batch / full, "bare_img_s": batch / bare, "ratio": bare / full, "views": len(fixed_views),
+            "views_share": views_s / full}
 
 
 def alternate(a: Callable[[], None], b: Callable[[], None], repeats: int) -> tuple[float, float]:
@@ -128,11 +138,11 @@ def parse_args(description: str) -> tuple[list[str], list[str], int, int]:
 
 def main() -> None:
     methods, overrides, batch, repeats = parse_args(__doc__ or "")
-    print(f"{'method':<24}{'views':>6}{'full img/s':>12}{'backbone img/s':>16}{'ratio':>8}")
+    print(f"{'method':<24}{'views':>6}{'full img/s':>12}{'backbone img/s':>16}{'ratio':>8}{'views/full':>12}")
     for method in methods:
         r = measure(method, overrides, batch, repeats)
-        print(f"{method:<24}{r['views']:>6}{r['full_img_s']:>12.1f}{r['bare_img_s']:>16.1f}{r['ratio']:>8.2f}",
-              flush=True)
+        print(f"{method:<24}{r['views']:>6}{r['full_img_s']:>12.1f}{r['bare_img_s']:>16.1f}{r['ratio']:>8.2f}"
+              f"{r['views_share']:>12.2f}", flush=True)
 
 
 if __name__ == "__main__":
