@@ -82,8 +82,9 @@ def measure(method: str, overrides: list[str], batch: int, repeats: int) -> dict
     images, labels = batch_of(cfg, batch)
     full_step = full_step_fn(module, images, labels)
 
+    float_images = images.permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
-        fixed_views = module.views(images.permute(0, 3, 1, 2).float() / 255)
+        fixed_views = module.views(float_images)
     groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
     for v in fixed_views:
         groups.setdefault(tuple(v.shape[1:]), []).append(v)
@@ -93,8 +94,6 @@ def measure(method: str, overrides: list[str], batch: int, repeats: int) -> dict
         module.encoder.zero_grad(set_to_none=True)
         for x in bare_inputs:
             module.encoder.features(x).sum().backward()
-
-    float_images = images.permute(0, 3, 1, 2).float() / 255
 
     def views_only() -> None:
         with torch.no_grad():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -27,7 +26,6 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     parser.add_argument("--dataset", default="shapes")
     args = parser.parse_args()
-    torch.manual_seed(0)
     print(f"{'method':<22}{'probe':<16}{'train':>7}{'val':>7}{'test':>7}")
     for method in args.methods:
         train, val, test = (read_embeddings(embeddings_path(args.data, method, args.dataset, split))
@@ -36,10 +34,10 @@ def main() -> None:
         probe = train_linear_probe(train.embedding, train.label, val.embedding, val.label, num_classes=num_classes)
         rows = [("§2.1 SGD", *(accuracy(probe.predict(t.embedding), t.label) for t in (train, val, test)))]
         scaler = StandardScaler().fit(train.embedding)
+        standardised = [(scaler.transform(t.embedding), t.label) for t in (train, val, test)]
         for c in (0.01, 0.1, 1.0):
-            clf = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(train.embedding), train.label)
-            rows.append((f"logistic C={c:g}", *(float(clf.score(scaler.transform(t.embedding), t.label))
-                                                for t in (train, val, test))))
+            clf = LogisticRegression(C=c, max_iter=2000).fit(*standardised[0])
+            rows.append((f"logistic C={c:g}", *(float(clf.score(x, y)) for x, y in standardised)))
         for name, tr, va, te in rows:
             print(f"{method:<22}{name:<16}{tr:>7.3f}{va:>7.3f}{te:>7.3f}", flush=True)
 
