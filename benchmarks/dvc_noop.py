@@ -67,11 +67,15 @@ def without_dir_deps(repo: Path, root: Path) -> Path:
     (root / ".dvc" / "cache").symlink_to((repo / ".dvc" / "cache").resolve())
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
-    some_method = next(iter(yaml.safe_load((repo / "params.yaml").read_text())["methods"]))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    some_method = next(iter(params["methods"]))
+
+    def resolved(dep: str) -> Path:  # a foreach dep names a directory when it does for one method
+        return repo / dep.replace("${key}", some_method).replace("${study.dataset}", params["study"]["dataset"])
+
     for stage in spec["stages"].values():
         body = stage.get("do", stage)
-        # a foreach dep names a directory when it does for one method
-        body["deps"] = [d for d in body.get("deps", []) if not (repo / d.replace("${key}", some_method)).is_dir()]
+        body["deps"] = [d for d in body.get("deps", []) if not resolved(d).is_dir()]
     (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     if dvc("commit", "-f", cwd=root).returncode or "up to date" not in dvc("status", cwd=root).stdout:
         raise SystemExit("the copy without directory deps is not up to date; run the study first")

@@ -48,6 +48,21 @@ def test_probe_param_reruns_only_probe_stages(study: Path) -> None:
         (study / "params.yaml").write_text(original)
 
 
+def test_bytecode_caches_and_a_new_corrupted_set_file(study: Path) -> None:
+    """`__pycache__` beside the stages' source deps changes nothing (.dvcignore); a file added to a corrupted set
+    reruns `corrupt` (its out changed) though its readers declare only the family manifest."""
+    cache = study / "src" / "sslbench" / "methods" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "simclr.cpython-311.pyc").write_bytes(b"\x00")
+    assert would_run(study) == set()
+    stray = next((study / "data" / "corrupted" / "shapes").glob("*/*")) / "stray.npy"
+    stray.write_bytes(b"\x00")
+    try:
+        assert would_run(study) == {"corrupt"}
+    finally:
+        stray.unlink()
+
+
 def test_method_param_reruns_only_that_chain(study: Path) -> None:
     original = edit_params(study, lambda p: p["methods"]["simclr"].update(module={"temperature": 0.2}))
     try:

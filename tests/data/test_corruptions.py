@@ -1,4 +1,5 @@
-"""Corrupted sets: names and checks, per-image seeding (byte-identical, all 19), resizing, real-set readers."""
+"""Corrupted sets: names and checks, per-image seeding (byte-identical, all 19), resizing, real-set readers, the
+family manifest."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from sslbench.data import corruptions as C
 from sslbench.errors import UserError
+from sslbench.io import sha256_file, write_json, write_split
 
 
 def _images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -174,3 +176,53 @@ def test_frost_images_read_once_change_nothing() -> None:
             assert np.array_equal(corrupt(image, severity=s, corruption_name="frost"), got)
     finally:
         corruptions.cv2 = patched
+
+
+def _family(root: Path) -> dict[str, object]:
+    """Two generated-form sets and one ImageNet-C-form set (index.csv), then the family meta written after them."""
+    images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    for corruption, severity in (("fog", 1), ("fog", 2)):
+        write_split(C.corrupted_dir(root, "shapes", corruption, severity), images, np.array([0, 1]), {"index": [0, 1]})
+    located = C.corrupted_dir(root, "shapes", "snow", 3)
+    located.mkdir(parents=True)
+    (located / "index.csv").write_text("path,label\nsnow/3/n01/a.JPEG,0\n")
+    (located / "meta.json").write_text('{"index": [0], "root": "/elsewhere"}')
+    C.write_summary(C.corrupted_root(root, "shapes"), {"corruptions": ["fog", "snow"], "severities": [1, 2, 3],
+                                                       "index": [0, 1]})
+    return C.read_corrupted_meta(root, "shapes")
+
+
+def test_family_manifest_pins_every_set_file(tmp_path: Path) -> None:
+    family = _family(tmp_path)
+    root = C.corrupted_root(tmp_path, "shapes")
+    manifest = family[C.MANIFEST]
+    assert isinstance(manifest, dict)
+    assert sorted(manifest) == ["fog/1/images.npy", "fog/1/labels.npy", "fog/1/meta.json", "fog/2/images.npy",
+                                "fog/2/labels.npy", "fog/2/meta.json", "snow/3/index.csv", "snow/3/meta.json"]
+    assert manifest["fog/1/images.npy"] == sha256_file(root / "fog" / "1" / "images.npy")
+    C.verify_sets(root, family)
+    assert len(C.open_corrupted(tmp_path, "shapes", "fog", 2)) == 2
+    # one byte changed in one set: refused by name, both when all sets are read and when that set is opened
+    images = root / "fog" / "2" / "images.npy"
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 1
+    images.write_bytes(bytes(data))
+    C.verify_sets(root, family, [("fog", 1), ("snow", 3)])  # the other sets still pass
+    for check in (lambda: C.verify_sets(root, family), lambda: C.open_corrupted(tmp_path, "shapes", "fog", 2)):
+        with pytest.raises(UserError, match=r"fog/2/images.npy differs from the sha256 in the family manifest "
+                                            r".*run `dvc repro corrupt`"):
+            check()
+    # a set file the manifest does not list, and one it lists that is gone
+    (root / "fog" / "1" / "extra.npy").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"fog/1/extra.npy is not in the family manifest"):
+        C.verify_sets(root, family, [("fog", 1)])
+    (root / "snow" / "3" / "index.csv").unlink()
+    with pytest.raises(UserError, match=r"snow/3/index.csv is missing"):
+        C.verify_sets(root, family, [("snow", 3)])
+
+
+def test_family_meta_without_a_manifest_is_refused(tmp_path: Path) -> None:
+    root = C.corrupted_root(tmp_path, "shapes")
+    write_json(root / "meta.json", {"corruptions": ["fog"], "severities": [1], "index": [0]})
+    with pytest.raises(UserError, match=r"meta.json has no `sha256` manifest.*run `dvc repro corrupt`"):
+        C.read_corrupted_meta(tmp_path, "shapes")

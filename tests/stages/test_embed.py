@@ -11,8 +11,9 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from sslbench.data.corruptions import write_summary
 from sslbench.errors import UserError
-from sslbench.io import read_embeddings, read_split, sha256_file, write_json, write_split
+from sslbench.io import read_embeddings, read_split, sha256_file, write_split
 from sslbench.models.encoder import Encoder, EncoderSpec, load_encoder, save_encoder
 from sslbench.stages import embed
 
@@ -63,12 +64,19 @@ def build_study(root: Path, tiny_data: Path) -> Path:
         images = (255 - test.images[CORRUPT_INDEX]).astype(np.uint8)
         write_split(root / "data" / "corrupted" / "shapes" / corruption / str(severity), images,
                     test.labels[CORRUPT_INDEX], {"index": CORRUPT_INDEX.tolist(), "classes": test.classes})
-    write_json(root / "data" / "corrupted" / "shapes" / "meta.json", {"name": "shapes_c"})  # the family's meta
+    write_family(root)
     for i, (name, space) in enumerate(MODELS.items()):
         torch.manual_seed(i)
         encoder = Encoder(EncoderSpec(stochastic_space=space, projector_dims=[32, 16]))
         save_encoder(encoder, root / "models" / name, {"method": name})
     return root
+
+
+def write_family(root: Path) -> None:
+    """The family meta.json with the manifest of the set files, as the `corrupt` stage writes it after its sets."""
+    write_summary(root / "data" / "corrupted" / "shapes",
+                  {"name": "shapes_c", "corruptions": ["gaussian_noise", "contrast"], "severities": [2, 5],
+                   "index": CORRUPT_INDEX.tolist()})
 
 
 @pytest.fixture(scope="session")
@@ -151,9 +159,15 @@ def test_bad_corrupted_index_and_midway_failure_leave_nothing(tmp_path: Path, ti
     bad = root / "data" / "corrupted" / "shapes" / "contrast" / "5"
     src = read_split(bad)
     write_split(bad, src.images, src.labels, {"index": [0, 1, 2, 999]})
+    # a set changed behind the family manifest (the only corrupted-set file dvc.yaml declares) is refused
+    with pytest.raises(UserError, match=r"contrast/5/meta.json differs from the sha256 in the family manifest"
+                                        r".*run `dvc repro corrupt`"):
+        embed.run(compose_cfg("embed", overrides(root, "simclr")))
+    write_family(root)
     with pytest.raises(UserError, match=r"contrast/5: .*index.*run `dvc repro corrupt`"):
         embed.run(compose_cfg("embed", overrides(root, "simclr")))
     write_split(bad, src.images, src.labels, {"index": CORRUPT_INDEX.tolist()})
+    write_family(root)
     calls = []
 
     def failing(*args: object, **kwargs: object) -> int:

@@ -77,12 +77,11 @@ def study(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     subset = C.select_indices(len(test.labels), N, "random", 0)
     family = {"dataset": "shapes", "corruptions": list(C.CORRUPTIONS), "severities": [1, 2, 3, 4, 5],
               "index": subset.tolist(), "seed": 0, "classes": test.classes, "name": "fake", "source": "generate"}
-    (data / "corrupted" / "shapes").mkdir(parents=True)
-    C.write_summary(data / "corrupted" / "shapes", family)
     for corruption in ("fog", "pixelate"):  # images for the Grad-CAM panel
         images = C.corrupt_batch(test.images[subset], subset, corruption, 3, seed=0)
         write_split(C.corrupted_dir(data, "shapes", corruption, 3), images, test.labels[subset],
                     {"index": subset.tolist(), "corruption": corruption, "severity": 3, "classes": test.classes})
+    C.write_summary(data / "corrupted" / "shapes", family)  # after the sets: it lists their files' sha256
     _fake_method(data, "shapes", "simclr", k_method, subset, clean_wrong=1)
     _fake_method(data, "shapes", "supervised", k_reference, subset, clean_wrong=0)
     save_encoder(Encoder(EncoderSpec()), root / "models" / "simclr", {"method": "simclr"})

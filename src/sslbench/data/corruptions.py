@@ -30,7 +30,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import numpy as np
 
 from sslbench.data.splits import SplitSource
 from sslbench.errors import UserError, unknown_choice
-from sslbench.io import read_json
+from sslbench.io import read_json, sha256_file
 
 log = logging.getLogger("sslbench.corrupt")
 
@@ -61,6 +61,7 @@ RESIZE_POLICIES = ("upsample", "error")
 SOURCES = ("generate", "imagenet_c", "cifar10_c")
 CIFAR10_C_BLOCK = 10000
 CORRUPT_REBUILD = "dvc repro corrupt"
+MANIFEST = "sha256"  # key of the family meta.json that lists the sha256 of every set file
 
 CIFAR10_C_HELP = (
     "CIFAR-10-C (Hendrycks & Dietterich 2019) from https://zenodo.org/records/2535967 (CIFAR-10-C.tar), extracted so "
@@ -397,19 +398,61 @@ def corrupted_dir(data_root: str | os.PathLike[str], dataset: str, corruption: s
 
 
 def read_corrupted_meta(data_root: str | os.PathLike[str], dataset: str) -> dict[str, Any]:
-    """The summary `data/corrupted/<dataset>/meta.json`: name, source, corruptions, severities, index, seed."""
-    meta = read_json(corrupted_root(data_root, dataset) / "meta.json", CORRUPT_REBUILD)
+    """The summary `data/corrupted/<dataset>/meta.json`: name, source, corruptions, severities, index, seed, and
+    `sha256`, the manifest of every set file (see `write_summary`)."""
+    path = corrupted_root(data_root, dataset) / "meta.json"
+    meta = read_json(path, CORRUPT_REBUILD)
     if not isinstance(meta, dict) or not {"corruptions", "severities", "index"} <= meta.keys():
-        raise UserError(f"{corrupted_root(data_root, dataset) / 'meta.json'} is incomplete; run `{CORRUPT_REBUILD}`")
+        raise UserError(f"{path} is incomplete; run `{CORRUPT_REBUILD}`")
+    if not isinstance(meta.get(MANIFEST), dict):
+        raise UserError(f"{path} has no `{MANIFEST}` manifest of its set files (written by an older sslbench); "
+                        f"run `{CORRUPT_REBUILD}`")
     return meta
 
 
+def _set_files(root: Path) -> dict[str, Path]:
+    """Every file of every set folder under `root`, keyed `<corruption>/<severity>/<file>`."""
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.glob("*/*/*")) if p.is_file()}
+
+
+def verify_sets(root: Path, family: dict[str, Any], sets: Iterable[tuple[str, int]] | None = None) -> None:
+    """Check set files under `root` against the family manifest: those of `sets`, or every set file when None.
+
+    The stages that read corrupted sets declare only the family `meta.json` as their DVC dependency (one file
+    instead of ~400 directory entries hashed per stage on every `dvc repro`); this check is what makes that
+    dependency exact: a set file that differs from, is missing from, or is absent in the manifest is refused.
+
+    Raises:
+        UserError: naming the first offending file and `dvc repro corrupt`.
+    """
+    manifest: dict[str, str] = family[MANIFEST]
+    if sets is None:
+        present = _set_files(root)
+        wanted = dict(manifest)
+    else:
+        prefixes = tuple(f"{c}/{s}/" for c, s in sets)
+        present = {k: p for k, p in _set_files(root).items() if k.startswith(prefixes)}
+        wanted = {k: v for k, v in manifest.items() if k.startswith(prefixes)}
+    for rel in sorted(present.keys() | wanted.keys()):
+        if rel not in wanted:
+            problem = "is not in the family manifest"
+        elif rel not in present:
+            problem = "is missing"
+        elif sha256_file(present[rel]) != wanted[rel]:
+            problem = "differs from the sha256 in the family manifest"
+        else:
+            continue
+        raise UserError(f"corrupted set file {root / rel} {problem} ({root / 'meta.json'}); run `{CORRUPT_REBUILD}`")
+
+
 def open_corrupted(data_root: str | os.PathLike[str], dataset: str, corruption: str, severity: int) -> SplitSource:
-    """Open one corrupted set (images.npy or index.csv form) as a `SplitSource`; its meta holds `index`."""
+    """Open one corrupted set (images.npy or index.csv form) as a `SplitSource`; its meta holds `index`. Its files
+    are checked against the family manifest first (`verify_sets`)."""
     directory = corrupted_dir(data_root, dataset, corruption, severity)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise UserError(f"corrupted set {directory} is missing; run `{CORRUPT_REBUILD}` to build it")
+    verify_sets(corrupted_root(data_root, dataset), read_corrupted_meta(data_root, dataset), [(corruption, severity)])
     meta = read_json(meta_path, CORRUPT_REBUILD)
     if (directory / "images.npy").is_file():
         try:
@@ -523,8 +566,11 @@ def imagenet_c_clean_view(path: Path, image_size: int) -> np.ndarray:
 
 
 def write_summary(directory: Path, meta: dict[str, Any]) -> None:
-    """Write `meta.json` of the whole corrupted family into `directory` (already inside an atomic write)."""
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    """Write `meta.json` of the whole corrupted family into `directory` (already inside an atomic write), after
+    its sets: `meta` plus `sha256`, the manifest of every set file (`<corruption>/<severity>/<file>` -> hex), so
+    that this one file pins every byte a reader of the sets gets (`verify_sets`)."""
+    manifest = {rel: sha256_file(path) for rel, path in _set_files(directory).items()}
+    (directory / "meta.json").write_text(json.dumps({**meta, MANIFEST: manifest}, indent=2) + "\n")
 
 
 def corruption_grid(

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sslbench.data.corruptions import read_corrupted_meta, verify_sets
 from sslbench.data.splits import SplitSource, open_split
 from sslbench.errors import UserError
 from sslbench.eval.semisup import to_float_images
@@ -114,7 +115,8 @@ def plan_targets(
     """Open every split the study uses (main, OOD, transfer, corrupted), checking each before any work.
 
     `splits` are the main dataset's (train, val, test); corrupted sets index into the last of them. Raises
-    `UserError` naming a missing split and `dvc repro prepare` (or `dvc repro corrupt`).
+    `UserError` naming a missing split and `dvc repro prepare` (or `dvc repro corrupt`), or a corrupted set file
+    that does not match the family manifest `data/corrupted/<dataset>/meta.json` (`verify_sets`).
     """
     wanted: dict[tuple[str, str], None] = {(dataset, s): None for s in splits}
     for group in ood.values():
@@ -127,6 +129,8 @@ def plan_targets(
         targets.append(Target(name, split, source, np.arange(len(source), dtype=np.int64)))
     test_len = next(len(t.source) for t in targets if (t.dataset, t.split) == (dataset, splits[-1]))
     root = data_root / "corrupted" / dataset
+    if root.is_dir():  # dvc.yaml declares only the family meta.json: every set file must match its manifest
+        verify_sets(root, read_corrupted_meta(data_root, dataset))
     for meta_path in sorted(root.glob("*/*/meta.json")):
         directory = meta_path.parent
         source = open_directory(directory, CORRUPT_REBUILD)
