@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sslbench import io
 from sslbench.errors import UserError
 from sslbench.io import (
     EmbeddingWriter,
@@ -94,3 +95,28 @@ def test_embedding_writer_failure_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError), EmbeddingWriter(path, method="m", dataset="d", split="s", dim=4) as w:
         w.write(np.arange(2), np.zeros(2), np.zeros((2, 5)))  # wrong width
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_embedding_manifest_pins_every_table(tmp_path: Path) -> None:
+    method_dir = tmp_path / "simclr"
+    _write(method_dir / "shapes" / "train.parquet")
+    _write(method_dir / "shapes_c" / "noise_1.parquet")
+    listed = io.write_embedding_manifest(method_dir)
+    assert sorted(listed) == ["shapes/train.parquet", "shapes_c/noise_1.parquet"]
+    io.verify_embeddings(method_dir, "simclr")
+    table = method_dir / "shapes" / "train.parquet"
+    original = table.read_bytes()
+    _write(table, n=11)  # rewritten behind the manifest's back
+    with pytest.raises(UserError, match=r"train.parquet changed .*dvc repro embed@simclr"):
+        io.verify_embeddings(method_dir, "simclr")
+    table.write_bytes(original)
+    _write(method_dir / "shapes" / "val.parquet")
+    with pytest.raises(UserError, match="val.parquet is not in the manifest"):
+        io.verify_embeddings(method_dir, "simclr")
+    (method_dir / "shapes" / "val.parquet").unlink()
+    (method_dir / "shapes_c" / "noise_1.parquet").unlink()
+    with pytest.raises(UserError, match="noise_1.parquet is missing"):
+        io.verify_embeddings(method_dir, "simclr")
+    (method_dir / io.EMBED_MANIFEST).unlink()
+    with pytest.raises(UserError, match=r"manifest.json is missing; run `dvc repro embed@simclr`"):
+        io.verify_embeddings(method_dir, "simclr")

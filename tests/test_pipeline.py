@@ -67,8 +67,9 @@ def test_method_param_reruns_only_that_chain(study: Path) -> None:
     original = edit_params(study, lambda p: p["methods"]["simclr"].update(module={"temperature": 0.2}))
     try:
         # a dry run lists the stages whose own inputs changed; the rest of simclr's chain follows from its new
-        # encoder (checked for real by test_exp_run_and_metrics_diff)
-        assert would_run(study) == {"pretrain@simclr", "report"}
+        # encoder (checked for real by test_exp_run_and_metrics_diff). `codedeps` reads `methods:` to check the
+        # names; its fingerprints come out byte-identical, so it reruns nothing else
+        assert would_run(study) == {"codedeps", "pretrain@simclr", "report"}
     finally:
         (study / "params.yaml").write_text(original)
 
@@ -82,12 +83,29 @@ def test_exp_run_and_metrics_diff(study: Path) -> None:
     assert not any("supervised" in path for path in changed_files)
 
 
+def test_a_source_edit_reruns_only_the_stages_that_run_it(study: Path) -> None:
+    """dvc.yaml's stages depend on their code fingerprints (sslbench.codedeps): after `codedeps` has rerun for an
+    edit of one method's file, only that method's pretraining is out of date (its chain follows from its encoder)."""
+    source = study / "src" / "sslbench" / "methods" / "simclr.py"
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# an edit\n")
+        assert would_run(study) == {"codedeps"}
+        run(["dvc", "repro", "codedeps"], study)
+        assert would_run(study) == {"pretrain@simclr"}
+    finally:
+        source.write_text(original)
+        run(["dvc", "repro", "codedeps"], study)
+    assert would_run(study) == set()
+
+
 def test_unknown_method_fails_with_valid_names(study: Path) -> None:
     original = edit_params(study, lambda p: p["methods"].update(simclrr={}))
     try:
         proc = run(["dvc", "repro", "pretrain@simclrr"], study, check=False)
         assert proc.returncode != 0
-        assert "simclrr" in proc.stdout + proc.stderr and "simclr" in proc.stdout + proc.stderr
+        # it fails at the first stage (`codedeps`), which lists the valid names
+        assert "unknown method 'simclrr'; valid methods: barlow_twins," in proc.stdout + proc.stderr
         assert not (study / "models" / "simclrr").exists()
     finally:
         (study / "params.yaml").write_text(original)

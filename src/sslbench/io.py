@@ -248,6 +248,10 @@ def temp_dir(prefix: str = "sslbench-") -> Iterator[Path]:
 # ----------------------------------------------------------------------------------------------- embeddings
 
 EMBED_REBUILD = "dvc repro embed@{method}"
+# the sha256 of every table of a method's embedding folder, written last by the embed stage: the evaluate stage
+# depends on this one file instead of the folder (~100 tables for DVC to walk on every call; README, "Design
+# changes") and checks the tables against it before reading them (`verify_embeddings`)
+EMBED_MANIFEST = "manifest.json"
 STOCHASTIC_SPACES = ("none", "h", "z")
 
 
@@ -380,6 +384,36 @@ class EmbeddingWriter:
             self.close()
         else:
             self.abort(exc)
+
+
+def write_embedding_manifest(method_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Write `<method_dir>/manifest.json`: {"sha256": {<dataset>/<split>.parquet: sha256}} of every table there."""
+    method_dir = Path(method_dir)
+    files = {p.relative_to(method_dir).as_posix(): sha256_file(p) for p in sorted(method_dir.glob("*/*.parquet"))}
+    write_json(method_dir / EMBED_MANIFEST, {"sha256": files})
+    return files
+
+
+def verify_embeddings(method_dir: str | os.PathLike[str], method: str) -> None:
+    """Check every table of a method's embedding folder against its manifest: the same files, the same bytes.
+
+    Raises `UserError` naming the folder or file and `dvc repro embed@<method>`: a missing manifest (a folder from
+    before manifests, or an interrupted copy), a table missing, added or changed since the embed stage wrote it.
+    """
+    method_dir = Path(method_dir)
+    rebuild = EMBED_REBUILD.format(method=method)
+    manifest = read_json(method_dir / EMBED_MANIFEST, rebuild)
+    listed = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict):
+        raise UserError(f"{method_dir / EMBED_MANIFEST} has no `sha256` table; run `{rebuild}` to rebuild it")
+    present = {p.relative_to(method_dir).as_posix() for p in method_dir.glob("*/*.parquet")}
+    for rel in sorted(present ^ set(listed)):
+        state = "is missing" if rel in listed else "is not in the manifest"
+        raise UserError(f"embeddings {method_dir / rel} {state} ({method_dir / EMBED_MANIFEST}); run `{rebuild}`")
+    for rel, digest in sorted(listed.items()):
+        if sha256_file(method_dir / rel) != digest:
+            raise UserError(f"embeddings {method_dir / rel} changed since `{rebuild}` wrote them (sha256 differs "
+                            f"from {method_dir / EMBED_MANIFEST}); run `{rebuild}`")
 
 
 def read_embeddings(

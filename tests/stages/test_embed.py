@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from omegaconf import DictConfig
 
 from sslbench.data.corruptions import write_summary
 from sslbench.errors import UserError
-from sslbench.io import read_embeddings, read_split, sha256_file, write_split
+from sslbench.io import EMBED_MANIFEST, read_embeddings, read_split, sha256_file, verify_embeddings, write_split
 from sslbench.models.encoder import Encoder, EncoderSpec, load_encoder, save_encoder
 from sslbench.stages import embed
 
@@ -95,6 +96,11 @@ def test_embed_writes_every_split_with_schema_and_metadata(embedded_study: Path)
     out = embedded_study / "data" / "embeddings" / "simclr"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet")) == EXPECTED
     assert not list(out.parent.glob(".*tmp*")), "no temporary folder may remain"
+    # the manifest that evaluate@<method> declares and checks: every table, by sha256
+    manifest = json.loads((out / EMBED_MANIFEST).read_text())["sha256"]
+    assert sorted(manifest) == EXPECTED
+    assert manifest["shapes/test.parquet"] == sha256_file(out / "shapes" / "test.parquet")
+    verify_embeddings(out, "simclr")
     sha = sha256_file(embedded_study / "models" / "simclr" / "encoder.pt")
     test = read_embeddings(out / "shapes" / "test.parquet", method="simclr", dataset="shapes", split="test", dim=256)
     assert test.meta["encoder_sha256"] == sha and test.meta["stochastic_space"] == "none" and test.mu is None

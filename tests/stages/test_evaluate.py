@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
@@ -34,8 +35,9 @@ def test_runs_the_three_areas_in_order_and_merges_their_metrics(monkeypatch: pyt
             calls.append(name.rsplit(".", 1)[1])
             return {key: 0.5}
         monkeypatch.setattr(module, "run", fake)
+    monkeypatch.setattr(evaluate, "verify_inputs", lambda cfg: calls.append("verify"))
     metrics = evaluate.run(_compose("evaluate"))
-    assert calls == ["probe", "robustness", "ood"]
+    assert calls == ["verify", "probe", "robustness", "ood"]
     assert metrics == {"linear/top1": 0.5, "robustness/mce": 0.5, "ood/far/knn/auroc": 0.5}
 
 
@@ -67,3 +69,20 @@ def test_params_file_checks_cover_every_section_of_the_combined_stage() -> None:
     with pytest.raises(UserError, match="robustness.reference='supervised'.*does not pass"):
         _entry.check_params_file({**params, "robustness": {"reference": "supervised"}}, cfg,
                                  _entry.COMBINED["evaluate"], sections)
+
+
+def test_the_embeddings_of_the_method_and_of_the_reference_are_checked_against_their_manifests(
+    tmp_path: Path,
+) -> None:
+    from sslbench.io import EmbeddingWriter, write_embedding_manifest
+
+    for method in ("simclr", "supervised"):
+        with EmbeddingWriter(tmp_path / "embeddings" / method / "shapes" / "test.parquet", method=method,
+                             dataset="shapes", split="test", dim=2) as writer:
+            writer.write(np.arange(3), np.zeros(3, np.int64), np.ones((3, 2), np.float32))
+        write_embedding_manifest(tmp_path / "embeddings" / method)
+    cfg = _compose("evaluate", f"paths.data={tmp_path}")
+    evaluate.verify_inputs(cfg)
+    (tmp_path / "embeddings" / "supervised" / "shapes" / "test.parquet").write_bytes(b"not the table")
+    with pytest.raises(UserError, match=r"supervised/shapes/test.parquet changed .*dvc repro embed@supervised"):
+        evaluate.verify_inputs(cfg)

@@ -12,7 +12,8 @@ encoder sha256):
 - `<dataset>_c/<corruption>_<severity>.parquet` for every corrupted set present under
   `data/corrupted/<dataset>/<corruption>/<severity>/`; its `index` column is the source test-image index (the
   corrupted set's meta `index`), so consumers pair clean and corrupted images by index, not by order.
-The `index` column of a dataset split is the image's row in that split.
+The `index` column of a dataset split is the image's row in that split. Last comes `manifest.json`, the sha256 of
+every table (`io.write_embedding_manifest`), which `evaluate@<method>` declares and checks instead of the folder.
 
 Every source is opened (and checked) before any encoding; the whole `data/embeddings/<method>/` folder is written
 under a temporary name and renamed into place at the end, so a failed run leaves no table that looks complete.
@@ -40,7 +41,14 @@ from sslbench.data.corruptions import read_corrupted_meta, verify_sets
 from sslbench.data.splits import SplitSource, open_split
 from sslbench.errors import UserError
 from sslbench.eval.semisup import to_float_images
-from sslbench.io import EmbeddingWriter, atomic_path, ensure_writable, read_json, sha256_file
+from sslbench.io import (
+    EmbeddingWriter,
+    atomic_path,
+    ensure_writable,
+    read_json,
+    sha256_file,
+    write_embedding_manifest,
+)
 from sslbench.models.encoder import ENCODER_FILE, Encoder, load_encoder
 from sslbench.stages._entry import stage_main
 
@@ -279,6 +287,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 embed_split(encoder, target, writer, batch_size=batch_size, device=device, num_workers=num_workers,
                             progress=bar)
             rows[f"{target.dataset}/{target.split}"] = writer.rows
+        write_embedding_manifest(tmp)  # last: the sha256 of every table, on which evaluate@<method> depends
     seconds = time.perf_counter() - start
     log.info(
         "embedded %d tables (%d corrupted), %d images, dim %d%s in %.1fs (%.0f img/s) -> %s",

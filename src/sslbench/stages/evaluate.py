@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from sslbench.eval.linear import reuse_probes
+from sslbench.io import verify_embeddings
 from sslbench.stages import ood, probe, robustness
 from sslbench.stages._entry import stage_main
 
@@ -35,8 +37,18 @@ def check(cfg: DictConfig) -> None:
     ood.check_settings(cfg)
 
 
+def verify_inputs(cfg: DictConfig) -> None:
+    """The method's embeddings, and the `supervised` reference's where present, against their manifests: dvc.yaml
+    declares only each folder's `manifest.json`, so a table changed behind DVC's back is caught here."""
+    root = Path(cfg.paths.data) / "embeddings"
+    verify_embeddings(root / str(cfg.method_name), str(cfg.method_name))
+    if str(cfg.method_name) != robustness.SUPERVISED and (root / robustness.SUPERVISED).is_dir():
+        verify_embeddings(root / robustness.SUPERVISED, robustness.SUPERVISED)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     check(cfg)
+    verify_inputs(cfg)
     start = time.perf_counter()
     metrics: dict[str, Any] = {}
     with reuse_probes():  # the three areas train the same §2.1 probe on the same embeddings: train it once
