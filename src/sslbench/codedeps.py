@@ -57,7 +57,7 @@ def _owning_module(name: str, src_root: Path) -> str | None:
 
 
 def imported_names(source: str, module: str, is_package: bool = False) -> Iterator[str]:
-    """Every dotted name that `source` (the text of `module`) imports, relative imports resolved, in file order.
+    """Every dotted name that `source` (the text of `module`) imports, relative imports resolved.
 
     `from a import b` yields both `a` and `a.b`, since `b` may be a submodule or an attribute of `a`.
     """
