@@ -163,6 +163,34 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def files_under(root: str | os.PathLike[str], pattern: str) -> dict[str, Path]:
+    """The files under `root` matching the glob `pattern`, keyed by their POSIX path relative to `root`, sorted."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.glob(pattern)) if p.is_file()}
+
+
+def sha256_manifest(files: Mapping[str, Path]) -> dict[str, str]:
+    """{key: sha256} of `files` ({key: path}, e.g. from `files_under`): what a manifest file records."""
+    return {key: sha256_file(path) for key, path in files.items()}
+
+
+def manifest_mismatch(present: Mapping[str, Path], listed: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first file (by key) where `present` ({key: path} on disk) and a manifest `listed` ({key: sha256})
+    disagree, as (key, "unlisted" | "missing" | "changed"); None when every file is listed with its bytes.
+
+    The shared check behind the corrupted-set manifest (`corruptions.verify_sets`) and the embedding manifest
+    (`verify_embeddings`); each caller words its own error.
+    """
+    for key in sorted(present.keys() | listed.keys()):
+        if key not in listed:
+            return key, "unlisted"
+        if key not in present:
+            return key, "missing"
+        if sha256_file(present[key]) != listed[key]:
+            return key, "changed"
+    return None
+
+
 def sha256_array(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
@@ -252,6 +280,7 @@ EMBED_REBUILD = "dvc repro embed@{method}"
 # depends on this one file instead of the folder (~100 tables for DVC to walk on every call; README, "Design
 # changes") and checks the tables against it before reading them (`verify_embeddings`)
 EMBED_MANIFEST = "manifest.json"
+EMBED_TABLES = "*/*.parquet"  # a method folder's tables: <dataset>/<split>.parquet
 STOCHASTIC_SPACES = ("none", "h", "z")
 
 
@@ -388,9 +417,8 @@ class EmbeddingWriter:
 
 def write_embedding_manifest(method_dir: str | os.PathLike[str]) -> dict[str, str]:
     """Write `<method_dir>/manifest.json`: {"sha256": {<dataset>/<split>.parquet: sha256}} of every table there."""
-    method_dir = Path(method_dir)
-    files = {p.relative_to(method_dir).as_posix(): sha256_file(p) for p in sorted(method_dir.glob("*/*.parquet"))}
-    write_json(method_dir / EMBED_MANIFEST, {"sha256": files})
+    files = sha256_manifest(files_under(method_dir, EMBED_TABLES))
+    write_json(Path(method_dir) / EMBED_MANIFEST, {"sha256": files})
     return files
 
 
@@ -406,14 +434,14 @@ def verify_embeddings(method_dir: str | os.PathLike[str], method: str) -> None:
     listed = manifest.get("sha256") if isinstance(manifest, dict) else None
     if not isinstance(listed, dict):
         raise UserError(f"{method_dir / EMBED_MANIFEST} has no `sha256` table; run `{rebuild}` to rebuild it")
-    present = {p.relative_to(method_dir).as_posix() for p in method_dir.glob("*/*.parquet")}
-    for rel in sorted(present ^ set(listed)):
-        state = "is missing" if rel in listed else "is not in the manifest"
-        raise UserError(f"embeddings {method_dir / rel} {state} ({method_dir / EMBED_MANIFEST}); run `{rebuild}`")
-    for rel, digest in sorted(listed.items()):
-        if sha256_file(method_dir / rel) != digest:
-            raise UserError(f"embeddings {method_dir / rel} changed since `{rebuild}` wrote them (sha256 differs "
-                            f"from {method_dir / EMBED_MANIFEST}); run `{rebuild}`")
+    mismatch = manifest_mismatch(files_under(method_dir, EMBED_TABLES), listed)
+    if mismatch is None:
+        return
+    rel, kind = mismatch
+    manifest_path = method_dir / EMBED_MANIFEST
+    state = {"unlisted": f"is not in the manifest ({manifest_path})", "missing": f"is missing ({manifest_path})",
+             "changed": f"changed since `{rebuild}` wrote them (sha256 differs from {manifest_path})"}[kind]
+    raise UserError(f"embeddings {method_dir / rel} {state}; run `{rebuild}`")
 
 
 def read_embeddings(

@@ -39,7 +39,7 @@ import numpy as np
 
 from sslbench.data.splits import SplitSource
 from sslbench.errors import UserError, unknown_choice
-from sslbench.io import read_json, sha256_file
+from sslbench.io import files_under, manifest_mismatch, read_json, sha256_manifest
 
 log = logging.getLogger("sslbench.corrupt")
 
@@ -412,7 +412,7 @@ def read_corrupted_meta(data_root: str | os.PathLike[str], dataset: str) -> dict
 
 def _set_files(root: Path) -> dict[str, Path]:
     """Every file of every set folder under `root`, keyed `<corruption>/<severity>/<file>`."""
-    return {p.relative_to(root).as_posix(): p for p in sorted(root.glob("*/*/*")) if p.is_file()}
+    return files_under(root, "*/*/*")
 
 
 def verify_sets(root: Path, family: dict[str, Any], sets: Iterable[tuple[str, int]] | None = None) -> None:
@@ -433,16 +433,13 @@ def verify_sets(root: Path, family: dict[str, Any], sets: Iterable[tuple[str, in
         prefixes = tuple(f"{c}/{s}/" for c, s in sets)
         present = {k: p for k, p in _set_files(root).items() if k.startswith(prefixes)}
         wanted = {k: v for k, v in manifest.items() if k.startswith(prefixes)}
-    for rel in sorted(present.keys() | wanted.keys()):
-        if rel not in wanted:
-            problem = "is not in the family manifest"
-        elif rel not in present:
-            problem = "is missing"
-        elif sha256_file(present[rel]) != wanted[rel]:
-            problem = "differs from the sha256 in the family manifest"
-        else:
-            continue
-        raise UserError(f"corrupted set file {root / rel} {problem} ({root / 'meta.json'}); run `{CORRUPT_REBUILD}`")
+    mismatch = manifest_mismatch(present, wanted)
+    if mismatch is None:
+        return
+    rel, kind = mismatch
+    problem = {"unlisted": "is not in the family manifest", "missing": "is missing",
+               "changed": "differs from the sha256 in the family manifest"}[kind]
+    raise UserError(f"corrupted set file {root / rel} {problem} ({root / 'meta.json'}); run `{CORRUPT_REBUILD}`")
 
 
 def open_corrupted(data_root: str | os.PathLike[str], dataset: str, corruption: str, severity: int) -> SplitSource:
@@ -569,7 +566,7 @@ def write_summary(directory: Path, meta: dict[str, Any]) -> None:
     """Write `meta.json` of the whole corrupted family into `directory` (already inside an atomic write), after
     its sets: `meta` plus `sha256`, the manifest of every set file (`<corruption>/<severity>/<file>` -> hex), so
     that this one file pins every byte a reader of the sets gets (`verify_sets`)."""
-    manifest = {rel: sha256_file(path) for rel, path in _set_files(directory).items()}
+    manifest = sha256_manifest(_set_files(directory))
     (directory / "meta.json").write_text(json.dumps({**meta, MANIFEST: manifest}, indent=2) + "\n")
 
 
