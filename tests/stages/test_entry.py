@@ -13,5 +13,12 @@ def test_dvc_dict_unpacking_becomes_hydra_overrides() -> None:
     ]
 
 
+def test_dvc_list_values_become_hydra_lists() -> None:
+    # DVC renders `encoder: {projector_dims: [1024, 128]}` as `--encoder.projector_dims 1024 128`
+    argv = ["method=bt", "--encoder.projector_dims", "1024", "128", "--module.mc_samples", "2"]
+    assert dvc_dict_to_overrides(argv, "method") == [
+        "method=bt", "++method.encoder.projector_dims=[1024,128]", "method.module.mc_samples=2"]
+
+
 def test_plain_overrides_untouched() -> None:
     assert dvc_dict_to_overrides(["a=1", "--hydra-help"], "method") == ["a=1", "--hydra-help"]

@@ -51,8 +51,10 @@ _ABSENT = object()
 def dvc_dict_to_overrides(argv: list[str], prefix: str) -> list[str]:
     """Rewrite DVC's `--a.b value` pairs (and bare `--flag` for true) into Hydra overrides `prefix.a.b=value`.
 
-    dvc.yaml places the unpacked dictionary last on the command line, so a token after a bare `--flag` is never a
-    plain override.
+    dvc.yaml places the unpacked dictionary last on the command line, so every token up to the next `--key` belongs
+    to the key: none is a bare flag (true), one a scalar, several the items of a list (`--a.dims 1024 128` becomes
+    `prefix.a.dims=[1024,128]`). A one-item list is indistinguishable from a scalar there and arrives as one; a Hydra
+    override (`method.a.dims=[128]`) sets such a list.
     """
     out: list[str] = []
     i = 0
@@ -63,12 +65,14 @@ def dvc_dict_to_overrides(argv: list[str], prefix: str) -> list[str]:
             # `encoder:` and `optim:` of a method config start empty ({}), so their keys are added (`++`); every
             # other key must already exist, so that a typo fails with Hydra's "not in struct" error
             force = "++" if key.split(".")[0] in FREE_SECTIONS else ""
-            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                out.append(f"{force}{prefix}.{key}={argv[i + 1]}")
-                i += 2
-            else:
-                out.append(f"{force}{prefix}.{key}=true")
+            values = []
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
                 i += 1
+            # DVC renders a list as its items, space-separated (`--encoder.projector_dims 1024 128`)
+            value = "true" if not values else values[0] if len(values) == 1 else f"[{','.join(values)}]"
+            out.append(f"{force}{prefix}.{key}={value}")
             continue
         out.append(token)
         i += 1
