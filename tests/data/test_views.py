@@ -143,6 +143,22 @@ def test_gaussian_blur_matches_kornia() -> None:
     assert torch.equal(GaussianBlur(5, (1.0, 2.0), p=0.0)(x), x)
 
 
+def test_grayscale_and_solarize_match_kornia() -> None:
+    import kornia
+
+    from sslbench.data.views import Grayscale, Solarize
+
+    x = _images(6)
+    assert torch.allclose(Grayscale(1.0)(x), kornia.color.rgb_to_grayscale(x).expand_as(x), atol=1e-6)
+    assert torch.equal(Solarize(1.0)(x), kornia.enhance.solarize(x, 0.5))
+    assert torch.equal(Grayscale(0.0)(x), x) and torch.equal(Solarize(0.0)(x), x)
+    # per sample: with p = 0.5 some images of a batch change and the others are left as they were
+    torch.manual_seed(0)
+    out = Solarize(0.5)(x.repeat(8, 1, 1, 1))
+    changed = (out != x.repeat(8, 1, 1, 1)).flatten(1).any(1)
+    assert 0 < int(changed.sum()) < len(changed)
+
+
 def test_one_blur_probability_sets_every_view() -> None:
     from sslbench.data.views import GaussianBlur
 

@@ -90,6 +90,18 @@ def test_head_last_layer_is_weight_normalised() -> None:
         head.last_layer.weight, dim=1).T).norm())
 
 
+def test_head_batchnorm_option_normalises_the_hidden_layers() -> None:
+    plain, with_bn = DINOHead(12, 32, 8, 20), DINOHead(12, 32, 8, 20, n_layers=3, use_bn=True)
+    bns = [m for m in with_bn.mlp if isinstance(m, torch.nn.BatchNorm1d)]
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.mlp) and len(bns) == 2
+    # a common offset of every input (all-positive pooled features) no longer makes the bottlenecks alike
+    x = torch.randn(64, 12) + 5.0
+    def mean_cos(head: DINOHead) -> float:
+        z = torch.nn.functional.normalize(head.mlp(x), dim=1)
+        return float((z @ z.T).mean())
+    assert mean_cos(with_bn) < mean_cos(plain)
+
+
 def test_a_few_steps_lower_the_loss_on_embedded_data(compose: Any, tiny_data: Path) -> None:
     # the centre is frozen here: its moving average changes the teacher's targets from step to step (DINO's loss
     # rises while the centre settles), and this test is about the student's optimisation

@@ -1,7 +1,6 @@
 """Augmented views: per-view transforms on image batches and a multi-view wrapper (STYLE.md #7).
 
-Every transform runs batched on tensors, with parameters drawn per sample (kornia.augmentation, which works the same
-on CPU and GPU), on float images (B, 3, H, W) in [0, 1]; the encoder normalises afterwards. A method's views are
+Every transform runs batched on tensors, with parameters drawn per sample (the same on CPU and GPU), on float images (B, 3, H, W) in [0, 1]; the encoder normalises afterwards. A method's views are
 configured in `conf/method/<name>.yaml` under `views:` with one of the builders below:
 
 - `symmetric_views`: n identical pipelines (SimCLR, Chen et al. 2020, https://arxiv.org/abs/2002.05709, App. A:
@@ -13,12 +12,14 @@ configured in `conf/method/<name>.yaml` under `views:` with one of the builders 
   https://arxiv.org/abs/2006.09882; DINO, Caron et al. 2021, https://arxiv.org/abs/2104.14294: global scale
   (0.4, 1), local scale (0.05, 0.4), local blur p 0.5). Global views come first in the returned list.
 
-Colour jitter, the resized crop (with the flip) and the blur are our own batched ops (`ColorJitter`,
-`ResizedCropFlip`, `GaussianBlur`), written by hand because kornia's versions of them cost more than the 16-channel
-convnet's forward and backward on a 2-core CPU (measured per view of 64 32-px images: crop 3.7 ms, jitter's HSV hue
-path ~15 ms, blur 1.5 ms, against 36 ms for the backbone); the class docstrings give the semantics, kept to
-torchvision's. Grayscale and solarize stay kornia's. The randomness comes from torch's global generator; the
-pretraining base reseeds it at every step from (seed, step, rank), so a resumed run draws the same views.
+Every op is our own batched op (`ResizedCropFlip`, `ColorJitter`, `Grayscale`, `GaussianBlur`, `Solarize`), written
+by hand because kornia's versions cost more than the 16-channel convnet's forward and backward on a 2-core CPU
+(measured per view of 64 32-px images: crop 3.7 ms, jitter's HSV hue path ~15 ms, blur 1.5 ms, against 36 ms for
+the backbone; for grayscale and solarize, which are one `torch.where` each, kornia's per-call parameter machinery
+was most of the cost at the study's batch of 32, session 7). The class docstrings give the semantics, kept to
+torchvision's; kornia stays installed as the tests' oracle for them. The randomness comes from torch's global
+generator; the pretraining base reseeds it at every step from (seed, step, rank), so a resumed run draws the same
+views.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,6 +42,7 @@ def _blur_kernel(size: int) -> int:
 
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 
 
@@ -91,8 +92,7 @@ class ColorJitter(nn.Module):
                 rot = torch.zeros(n, 3, 3, device=out.device, dtype=out.dtype)
                 rot[:, 0, 0] = 1
                 rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-                t = _RGB_TO_YIQ.to(out)
-                m = torch.linalg.inv(t) @ rot @ t  # (B, 3, 3)
+                m = _YIQ_TO_RGB.to(out) @ rot @ _RGB_TO_YIQ.to(out)  # (B, 3, 3)
                 out = torch.einsum("bij,bjhw->bihw", m, out).clamp(0, 1)
         return torch.where(apply.view(n, 1, 1, 1), out, images)
 
@@ -151,6 +151,33 @@ class ResizedCropFlip(nn.Module):
         theta[:, 1, 2] = (2 * y0 + h) / height - 1
         grid = F.affine_grid(theta, [n, 3, self.size, self.size], align_corners=False)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class Grayscale(nn.Module):
+    """Grayscale with probability `p` per sample: the luma 0.299 R + 0.587 G + 0.114 B in all three channels
+    (torchvision's and kornia's `rgb_to_grayscale`). Forward: (B, 3, H, W) -> same."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chosen = (torch.rand(images.shape[0], device=images.device) < self.p).view(-1, 1, 1, 1)
+        gray = torch.einsum("bchw,c->bhw", images, _GRAY.to(images)).unsqueeze(1)
+        return torch.where(chosen, gray.expand_as(images), images)
+
+
+class Solarize(nn.Module):
+    """Solarize with probability `p` per sample: pixels at or above `threshold` become 1 - x (torchvision's and
+    kornia's `solarize`; BYOL's threshold 0.5). Forward: (B, C, H, W) in [0, 1] -> same."""
+
+    def __init__(self, p: float, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.p, self.threshold = p, threshold
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chosen = (torch.rand(images.shape[0], device=images.device) < self.p).view(-1, 1, 1, 1)
+        return torch.where(chosen & (images >= self.threshold), 1.0 - images, images)
 
 
 class GaussianBlur(nn.Module):
@@ -228,12 +255,12 @@ class ViewTransform(nn.Module):
             s = cj_strength
             ops.append(ColorJitter(cj_bright * s, cj_contrast * s, cj_sat * s, min(0.5, cj_hue * s), p=cj_prob))
         if gray_prob > 0:
-            ops.append(K.RandomGrayscale(p=gray_prob))
+            ops.append(Grayscale(gray_prob))
         if blur_prob > 0:
             sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
             ops.append(GaussianBlur(_blur_kernel(crop_size), sigma, p=blur_prob))
         if solarize_prob > 0:
-            ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_prob))  # threshold exactly 0.5
+            ops.append(Solarize(solarize_prob))
         self.ops = nn.Sequential(*ops)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -82,9 +82,11 @@ class DINOHead(nn.Module):
     Args:
         in_dim: backbone feature width; hidden_dim, bottleneck_dim, out_dim: the paper's 2048, 256, 65536.
         n_layers: linear layers of the MLP (3 in the paper).
+        use_bn: BatchNorm1d after each hidden linear layer (the reference code's `use_bn_in_head`, off by default).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, n_layers: int = 3) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, n_layers: int = 3,
+                 use_bn: bool = False) -> None:
         super().__init__()
         if n_layers < 1 or min(hidden_dim, bottleneck_dim, out_dim) < 1:
             raise UserError(f"dino head: need n_layers >= 1 and positive widths, got {n_layers}, "
@@ -94,7 +96,7 @@ class DINOHead(nn.Module):
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             layers.append(nn.Linear(d_in, d_out))
             if i < len(dims) - 2:
-                layers.append(nn.GELU())
+                layers.extend([nn.BatchNorm1d(d_out), nn.GELU()] if use_bn else [nn.GELU()])
         self.mlp = nn.Sequential(*layers)
         self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
         for module in self.modules():
@@ -112,7 +114,7 @@ class DINO(SSLMethod):
     """DINO with multi-crop and an EMA teacher (backbone + head), see the module docstring.
 
     Args:
-        hidden_dim, bottleneck_dim, out_dim, n_layers: the head's (`DINOHead`).
+        hidden_dim, bottleneck_dim, out_dim, n_layers, use_bn_in_head: the head's (`DINOHead`).
         student_temp, center_momentum: the loss's; teacher_temp: τ_t after the warm-up, which starts at
             `warmup_teacher_temp` and lasts `warmup_teacher_temp_epochs` (fractional) epochs.
         momentum_teacher: the EMA momentum at step 0 (cosine to 1 over training).
@@ -127,6 +129,7 @@ class DINO(SSLMethod):
         bottleneck_dim: int = 256,
         out_dim: int = 65536,
         n_layers: int = 3,
+        use_bn_in_head: bool = False,
         student_temp: float = 0.1,
         teacher_temp: float = 0.07,
         warmup_teacher_temp: float = 0.04,
@@ -141,7 +144,7 @@ class DINO(SSLMethod):
         self.n_global_views = n_global_views
         if warmup_teacher_temp <= 0 or teacher_temp <= 0 or not 0 <= momentum_teacher <= 1:
             raise UserError("dino: need teacher temperatures > 0 and 0 <= momentum_teacher <= 1")
-        self.head = DINOHead(self.encoder.feature_dim, hidden_dim, bottleneck_dim, out_dim, n_layers)
+        self.head = DINOHead(self.encoder.feature_dim, hidden_dim, bottleneck_dim, out_dim, n_layers, use_bn_in_head)
         self.teacher_encoder = frozen_copy(self.encoder)
         self.teacher_head = frozen_copy(self.head)
         self.criterion = DINOLoss(out_dim, student_temp, center_momentum)
