@@ -1,7 +1,8 @@
 """Augmented views: per-view transforms on image batches and a multi-view wrapper (STYLE.md #7).
 
-Every transform runs batched on tensors, with parameters drawn per sample (the same on CPU and GPU), on float images (B, 3, H, W) in [0, 1]; the encoder normalises afterwards. A method's views are
-configured in `conf/method/<name>.yaml` under `views:` with one of the builders below:
+Every transform runs batched on tensors, with parameters drawn per sample (the same on CPU and GPU), on float
+images (B, 3, H, W) in [0, 1]; the encoder normalises afterwards. A method's views are configured in
+`conf/method/<name>.yaml` under `views:` with one of the builders below:
 
 - `symmetric_views`: n identical pipelines (SimCLR, Chen et al. 2020, https://arxiv.org/abs/2002.05709, App. A:
   random resized crop (scale 0.08-1), horizontal flip, colour jitter (0.8s, 0.8s, 0.8s, 0.2s) with p 0.8, grayscale
@@ -46,6 +47,11 @@ _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 
 
+def _coin(images: torch.Tensor, p: float) -> torch.Tensor:
+    """(B,) bool: which samples of the batch an op with probability `p` applies to (one draw per sample)."""
+    return torch.rand(images.shape[0], device=images.device) < p
+
+
 class ColorJitter(nn.Module):
     """Colour jitter with per-sample factors, applied to each sample with probability `p`.
 
@@ -72,7 +78,7 @@ class ColorJitter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n = images.shape[0]
-        apply = torch.rand(n, device=images.device) < self.p
+        apply = _coin(images, self.p)
         out = images
         gray_w = _GRAY.to(images)
         for op in torch.randperm(4).tolist():
@@ -142,7 +148,7 @@ class ResizedCropFlip(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, _, height, width = images.shape
         x0, y0, w, h = self.boxes(n, height, width, images.device).to(images.dtype).unbind(1)
-        flip = torch.rand(n, device=images.device) < self.hf_prob
+        flip = _coin(images, self.hf_prob)
         # normalised coordinates (align_corners=False): pixel edges at -1 and 1
         theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
         theta[:, 0, 0] = torch.where(flip, -w / width, w / width)
@@ -162,7 +168,7 @@ class Grayscale(nn.Module):
         self.p = p
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        chosen = (torch.rand(images.shape[0], device=images.device) < self.p).view(-1, 1, 1, 1)
+        chosen = _coin(images, self.p).view(-1, 1, 1, 1)
         gray = torch.einsum("bchw,c->bhw", images, _GRAY.to(images)).unsqueeze(1)
         return torch.where(chosen, gray.expand_as(images), images)
 
@@ -176,7 +182,7 @@ class Solarize(nn.Module):
         self.p, self.threshold = p, threshold
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        chosen = (torch.rand(images.shape[0], device=images.device) < self.p).view(-1, 1, 1, 1)
+        chosen = _coin(images, self.p).view(-1, 1, 1, 1)
         return torch.where(chosen & (images >= self.threshold), 1.0 - images, images)
 
 
@@ -191,7 +197,7 @@ class GaussianBlur(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, c, height, width = images.shape
-        chosen = (torch.rand(n, device=images.device) < self.p).nonzero().flatten()
+        chosen = _coin(images, self.p).nonzero().flatten()
         sigma = torch.empty(n, device=images.device, dtype=images.dtype).uniform_(*self.sigma)
         if len(chosen) == 0:
             return images
