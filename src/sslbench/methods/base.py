@@ -114,7 +114,9 @@ class SSLMethod(L.LightningModule):
             state = np.random.SeedSequence([self.view_seed, self.global_step, self.global_rank]).generate_state(2)
             torch.manual_seed(int(state[0]) << 32 | int(state[1]))
         if images.dtype == torch.uint8:
-            images = images.permute(0, 3, 1, 2).float().div_(255)
+            # (B, H, W, 3) -> contiguous (B, 3, H, W): the views' ops on the permuted (channels-last) strides cost
+            # ~0.4 ms more per view at batch 32 than the 0.06 ms of this copy
+            images = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(255)
         with torch.no_grad():
             views = self.views(images)
         return views, labels
@@ -148,16 +150,19 @@ class SSLMethod(L.LightningModule):
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]  # biases and norm parameters
         lr = self.optim.lr * self.batch_size / 256
-        groups = [
+        groups: list[dict[str, Any]] = [
             {"params": decay, "weight_decay": self.optim.weight_decay, "lr": lr},
             {"params": no_decay, "weight_decay": 0.0, "lr": lr},
             {"params": list(self.online_probe.parameters()), "weight_decay": 0.0, "lr": self.optim.probe_lr},
         ]
+        # PyTorch's fused kernels (one call per parameter group, not a loop over tensors) on the devices that have
+        # them: AdamW's step over Barlow Twins' 18 tensors took 0.56 ms against 1.9 ms on this CPU, SGD's 3x less too
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
         opt: torch.optim.Optimizer
         if self.optim.name == "sgd":
-            opt = torch.optim.SGD(groups, lr=lr, momentum=self.optim.momentum)
+            opt = torch.optim.SGD(groups, lr=lr, momentum=self.optim.momentum, fused=fused or None)
         else:
-            opt = torch.optim.AdamW(groups, lr=lr)
+            opt = torch.optim.AdamW(groups, lr=lr, fused=fused or None)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(total - 1, int(self.optim.warmup_epochs * total / max(1, self.trainer.max_epochs or 1)))
 
