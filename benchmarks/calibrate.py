@@ -5,9 +5,11 @@
 
 Used to calibrate the embedded default (README, "Calibration"). The method is built exactly as the pretrain stage
 builds it (encoder spec, views, optimizer config, method hooks) but trained by a plain loop, without Lightning or
-checkpoints, so that the encoder can be probed mid-run: a scikit-learn logistic regression (C = 0.1) on standardised
-features of the train split, scored on the val split (never test). Warm-up + cosine over `--total` steps (default
-`--steps`), SGD or AdamW as configured, lr scaled by batch / 256. Needs `dvc repro prepare` first.
+checkpoints, so that the encoder can be probed mid-run: a scikit-learn logistic regression (C = 0.1) on the
+standardised downstream embeddings (what `embed` writes: mu for Bayes-H, backbone features otherwise) of the train
+split, scored on the val split (never test); the loss printed is the mean SSL loss of the steps since the last probe.
+Warm-up + cosine over `--total` steps (default `--steps`), SGD or AdamW as configured, lr scaled by batch / 256.
+Needs `dvc repro prepare` first.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def _features(module: Any, images: torch.Tensor) -> np.ndarray:
     module.eval()
     with torch.no_grad():
         x = images.permute(0, 3, 1, 2).float().div(255)
-        out = torch.cat([module.encoder.features(x[i : i + 500]) for i in range(0, len(x), 500)]).numpy()
+        # the embedding the study's probe reads (mu for Bayes-H, the backbone features h otherwise)
+        out = torch.cat([module.encoder(x[i : i + 500]).embedding for i in range(0, len(x), 500)]).numpy()
     module.train()
     return out
 
@@ -90,6 +93,7 @@ def main() -> None:
     warmup = total // 6
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
+    losses: list[float] = []  # the SSL loss of each step since the last report (the report prints their mean)
     print(f"{args.method} step 0 probe {probe(module, train, val):.3f}", flush=True)
     while _Clock.step < args.steps:
         order = rng.permutation(len(tr))
@@ -108,12 +112,14 @@ def main() -> None:
             out.loss.backward()
             module.on_after_backward()
             opt.step()
+            losses.append(out.loss.item())
             module.on_train_batch_end(None, None, s)
             _Clock.step += 1
             if _Clock.step % args.every == 0 or _Clock.step == args.steps:
                 acc = probe(module, train, val)
-                print(f"{args.method} step {_Clock.step} loss {out.loss.item():.3f} probe {acc:.3f} "
+                print(f"{args.method} step {_Clock.step} loss {np.mean(losses):.3f} probe {acc:.3f} "
                       f"t {time.perf_counter() - start:.0f}s", flush=True)
+                losses.clear()
             if _Clock.step >= args.steps:
                 break
 
