@@ -5,8 +5,6 @@
 Times each op of a BYOL-style view pipeline (`sslbench.data.views.ViewTransform`: crop + flip, colour jitter,
 grayscale, solarize; no blur, as the study) on a batch of 32-px images, then kornia's `RandomGrayscale` and
 `RandomSolarize` against ours at the same probabilities, alternately; prints medians in ms per call and the ratio.
-Then the multi-view transforms of the study (SimCLR's pair, BYOL's asymmetric pair, DINO's 2 global + 4 local crops,
-at the study's view knobs) drawn in batched passes (`MultiView`'s default) against one call per view, alternately.
 """
 
 from __future__ import annotations
@@ -19,15 +17,7 @@ from collections.abc import Callable
 import kornia.augmentation as K
 import torch
 
-from sslbench.data.views import (
-    Grayscale,
-    MultiView,
-    Solarize,
-    ViewTransform,
-    asymmetric_views,
-    multi_crop_views,
-    symmetric_views,
-)
+from sslbench.data.views import Grayscale, Solarize, ViewTransform
 
 
 def per_call_ms(fn: Callable[[], object], calls: int = 50) -> float:
@@ -49,18 +39,8 @@ def main() -> None:
         "grayscale": (Grayscale(0.2), K.RandomGrayscale(p=0.2)),
         "solarize": (Solarize(0.2), K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.2)),
     }
-    study = {"crop_size": 32, "min_scale": 0.3, "blur_prob": 0.0}  # the study's pretrain.views knobs
-    multi: dict[str, MultiView] = {
-        "simclr pair": symmetric_views(cj_strength=0.5, **study),
-        "byol pair": asymmetric_views(**study),
-        "dino 2+4 crops": multi_crop_views(n_local=4, local_size=16, **study),
-    }
     timings: dict[str, list[float]] = {}
     for _ in range(args.repeats):
-        for name, views in multi.items():
-            per_view = MultiView(list(views.transforms), batched=False)
-            timings.setdefault(f"{name} batched", []).append(per_call_ms(lambda v=views: v(x)))
-            timings.setdefault(f"{name} per view", []).append(per_call_ms(lambda v=per_view: v(x)))
         for op in view.ops:
             timings.setdefault(type(op).__name__, []).append(per_call_ms(lambda op=op: op(x)))
         timings.setdefault("whole view", []).append(per_call_ms(lambda: view(x)))
@@ -73,8 +53,6 @@ def main() -> None:
         print(f"{name:25s} {ms:7.3f}")
     for name in pairs:
         print(f"{name}: kornia / ours = {med[f'{name} kornia'] / med[f'{name} ours']:.1f}x")
-    for name in multi:
-        print(f"{name}: per view / batched = {med[f'{name} per view'] / med[f'{name} batched']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,30 @@ def test_resized_crop_flip_geometry() -> None:
         assert torch.allclose(out[i], x[i, :, y0 : y0 + h, x0 : x0 + w])
 
 
+def test_resized_crop_flip_grid_equals_affine_grid() -> None:
+    # the separable sampling grid is the one `F.affine_grid` builds for the box's theta (the former implementation)
+    import torch.nn.functional as F
+
+    from sslbench.data.views import ResizedCropFlip
+
+    x = _images(16)
+    crop = ResizedCropFlip(24, (0.2, 1.0), hf_prob=0.5)
+    torch.manual_seed(3)
+    out = crop(x)
+    torch.manual_seed(3)
+    x0, y0, w, h = crop.boxes(16, 32, 32, torch.device("cpu")).unbind(1)
+    flip = torch.rand(16) < 0.5
+    assert 0 < int(flip.sum()) < 16
+    theta = torch.zeros(16, 2, 3)
+    theta[:, 0, 0] = torch.where(flip, -w / 32, w / 32)
+    theta[:, 0, 2] = (2 * x0 + w) / 32 - 1
+    theta[:, 1, 1] = h / 32
+    theta[:, 1, 2] = (2 * y0 + h) / 32 - 1
+    grid = F.affine_grid(theta, [16, 3, 24, 24], align_corners=False)
+    ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
 def test_resized_crop_boxes_follow_torchvision_sampling() -> None:
     from sslbench.data.views import ResizedCropFlip
 
@@ -170,32 +194,3 @@ def test_one_blur_probability_sets_every_view() -> None:
     assert blurs(multi_crop_views(crop_size=32, n_local=2, blur_prob=0.0)) == []  # p = 0: no blur op at all
     assert blurs(multi_crop_views(crop_size=32, n_local=2)) == [1.0, 0.1, 0.5, 0.5]
 
-
-def test_batched_views_keep_each_views_probabilities() -> None:
-    # deterministic ops (whole-image crop, p 0 or 1): the one-pass draw equals one call per view, view by view
-    knobs = {"crop_size": 32, "min_scale": 1.0, "cj_prob": 0.0, "blur_prob": 0.0}
-    transforms = [ViewTransform(hf_prob=1.0, gray_prob=1.0, solarize_prob=0.0, **knobs),
-                  ViewTransform(hf_prob=0.0, gray_prob=0.0, solarize_prob=1.0, **knobs)]
-    batched, per_view = MultiView(transforms), MultiView(transforms, batched=False)
-    assert [len(idx) for idx, _, _ in batched.groups] == [2] and [len(g[0]) for g in per_view.groups] == [1, 1]
-    x = _images(6)
-    out, ref = batched(x), per_view(x)
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out, ref, strict=True))
-    assert torch.allclose(out[0], out[0].mean(1, keepdim=True).expand_as(x), atol=1e-6)  # grey, mirrored
-    assert torch.equal(out[1], torch.minimum(x, 1 - x))  # solarized, not mirrored, not grey
-
-
-def test_batched_views_draw_per_sample_with_the_views_rates() -> None:
-    # BYOL's pair in one pass: view 1 blurred always, view 2 at 0.1; solarize 0 and 0.2
-    views = asymmetric_views(crop_size=32, min_scale=1.0, hf_prob=0.0, cj_prob=0.0, gray_prob=0.0,
-                             blur_sigma=(1.0, 2.0))
-    assert [len(idx) for idx, _, _ in views.groups] == [2]
-    x = _images(1).expand(2000, -1, -1, -1).contiguous()
-    torch.manual_seed(0)
-    v1, v2 = views(x)
-    blurred2 = (v2 - x).abs().flatten(1).amax(1) > 1e-3
-    assert ((v1 - x).abs().flatten(1).amax(1) > 1e-3).all()
-    # view 2 changes when blurred (0.1) or solarized (0.2): 1 - 0.9 * 0.8 = 0.28 of the images
-    assert abs(float(blurred2.float().mean()) - 0.28) < 0.03
-    # multi-crop: the global pair in one pass, the local crops in another
-    assert [len(idx) for idx, _, _ in multi_crop_views(crop_size=32, n_local=4).groups] == [2, 4]

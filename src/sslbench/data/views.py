@@ -26,8 +26,8 @@ views.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +47,8 @@ _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 
 
-Prob = float | torch.Tensor  # one probability for the batch, or (B,) per-sample probabilities (batched views)
-
-
-def _coin(images: torch.Tensor, p: Prob) -> torch.Tensor:
-    """(B,) bool: which samples of the batch an op with probability `p` (a number or (B,) per sample) applies to,
-    one draw per sample."""
+def _coin(images: torch.Tensor, p: float) -> torch.Tensor:
+    """(B,) bool: which samples of the batch an op with probability `p` applies to (one draw per sample)."""
     return torch.rand(images.shape[0], device=images.device) < p
 
 
@@ -93,9 +89,9 @@ class ColorJitter(nn.Module):
         low = max(0.0, 1.0 - x)
         return torch.empty(n, 1, 1, 1, device=ref.device, dtype=ref.dtype).uniform_(low, 1.0 + x)
 
-    def forward(self, images: torch.Tensor, p: Prob | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, _, height, width = images.shape
-        apply = _coin(images, self.p if p is None else p)
+        apply = _coin(images, self.p)
         out = images
         for op in torch.randperm(4).tolist():
             if op == 0 and self.brightness > 0:
@@ -158,10 +154,10 @@ class ResizedCropFlip(nn.Module):
         y0 = torch.where(ok, (torch.rand(n, device=device) * (height - h + 1)).floor(), (height - h) / 2)
         return torch.stack([x0, y0, w, h], 1)
 
-    def forward(self, images: torch.Tensor, p: Prob | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, _, height, width = images.shape
         x0, y0, w, h = self.boxes(n, height, width, images.device).to(images.dtype).unbind(1)
-        flip = _coin(images, self.hf_prob if p is None else p)
+        flip = _coin(images, self.hf_prob)
         # the sampling grid of an axis-aligned box in normalised coordinates (align_corners=False: pixel edges at -1
         # and 1), built from its two separable axes: what `F.affine_grid` computes for this theta, without its
         # batched matrix product over every output pixel (~0.6 ms of a ~1.5 ms crop at batch 32 on this CPU)
@@ -181,8 +177,8 @@ class Grayscale(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, images: torch.Tensor, p: Prob | None = None) -> torch.Tensor:
-        chosen = _coin(images, self.p if p is None else p)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chosen = _coin(images, self.p)
         return _select(chosen, _luma(images).expand_as(images), images)
 
 
@@ -194,8 +190,8 @@ class Solarize(nn.Module):
         super().__init__()
         self.p, self.threshold = p, threshold
 
-    def forward(self, images: torch.Tensor, p: Prob | None = None) -> torch.Tensor:
-        chosen = _coin(images, self.p if p is None else p)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chosen = _coin(images, self.p)
         if self.threshold == 0.5:  # min(x, 1 - x) is x below 0.5 and 1 - x from 0.5 on: 5x cheaper than a where
             solarized = torch.minimum(images, 1.0 - images)
         else:
@@ -212,9 +208,9 @@ class GaussianBlur(nn.Module):
         super().__init__()
         self.kernel_size, self.sigma, self.p = kernel_size, sigma, p
 
-    def forward(self, images: torch.Tensor, p: Prob | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, c, height, width = images.shape
-        chosen = _coin(images, self.p if p is None else p).nonzero().flatten()
+        chosen = _coin(images, self.p).nonzero().flatten()
         sigma = torch.empty(n, device=images.device, dtype=images.dtype).uniform_(*self.sigma)
         if len(chosen) == 0:
             return images
@@ -273,88 +269,44 @@ class ViewTransform(nn.Module):
         if crop_size < 1:
             raise UserError(f"views.crop_size must be positive, got {crop_size}")
         self.crop_size = crop_size
-        # what two views must share to be drawn in one batched pass (MultiView): everything but the probabilities
-        self.signature = (crop_size, min_scale, max_scale, cj_strength, cj_bright, cj_contrast, cj_sat, cj_hue,
-                          float(blur_sigma[0]), float(blur_sigma[1]))
-        self.probs = {"hf_prob": hf_prob, "cj_prob": cj_prob, "gray_prob": gray_prob, "blur_prob": blur_prob,
-                      "solarize_prob": solarize_prob}
         ops: list[nn.Module] = [ResizedCropFlip(crop_size, (min_scale, max_scale), hf_prob=hf_prob)]
-        self.prob_keys = ["hf_prob"]  # the probability each op reads, in the order of `ops`
         if cj_prob > 0 and cj_strength > 0:
             s = cj_strength
             ops.append(ColorJitter(cj_bright * s, cj_contrast * s, cj_sat * s, min(0.5, cj_hue * s), p=cj_prob))
-            self.prob_keys.append("cj_prob")
         if gray_prob > 0:
             ops.append(Grayscale(gray_prob))
-            self.prob_keys.append("gray_prob")
         if blur_prob > 0:
             sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
             ops.append(GaussianBlur(_blur_kernel(crop_size), sigma, p=blur_prob))
-            self.prob_keys.append("blur_prob")
         if solarize_prob > 0:
             ops.append(Solarize(solarize_prob))
-            self.prob_keys.append("solarize_prob")
         self.ops = nn.Sequential(*ops)
 
-    def forward(self, images: torch.Tensor, probs: Mapping[str, Prob] | None = None) -> torch.Tensor:
-        """`probs` (optional) replaces the configured probabilities, e.g. by (B,) per-sample ones (MultiView)."""
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         assert images.ndim == 4 and images.shape[1] == 3, f"expected (B, 3, H, W) images, got {tuple(images.shape)}"
-        x = images
-        for key, op in zip(self.prob_keys, self.ops, strict=True):
-            x = op(x, None if probs is None else probs[key])
-        return x.clamp_(0.0, 1.0)
+        return self.ops(images).clamp_(0.0, 1.0)
 
 
 class MultiView(nn.Module):
     """Apply each transform to the same batch: `forward(images) -> [t(images) for t in transforms]`.
 
-    With `batched` (the default), the views whose `ViewTransform`s differ only in their probabilities (SimCLR's two,
-    BYOL's asymmetric pair, DINO's and SwAV's global pair, the local crops) are drawn in one pass over the batch
-    repeated once per view, each sample with its own view's probabilities: the same distribution of views as one
-    call per view, in half the time or less at the study's batch of 32, where each op's cost is mostly per call,
-    not per pixel (`python benchmarks/view_ops.py`). One difference: colour jitter's op order, drawn once per call,
-    is then shared by the views of one pass. The random draws differ from the per-view path, so the two give
-    different (equally distributed) views under one seed.
+    One call per view. Drawing the views that differ only in their probabilities in one pass over the repeated batch
+    (with per-sample probabilities) was tried: the ops' cost grows with the batch rather than per call, so at the
+    study's batch of 32 a whole training step took 1.02x (SimCLR) and 1.07x (BYOL) as long as with one call per
+    view, and 0.93x for DINO's 2 + 4 crops: not worth a second code path (README, "Benchmarks").
     """
 
-    def __init__(self, transforms: Sequence[nn.Module], batched: bool = True) -> None:
+    def __init__(self, transforms: Sequence[nn.Module]) -> None:
         super().__init__()
         if not transforms:
             raise UserError("views: at least one view transform is needed")
         self.transforms = nn.ModuleList(transforms)
-        # groups of view indices drawn together, with the pipeline that draws them (None: the view's own transform)
-        self.groups: list[tuple[list[int], ViewTransform | None, dict[str, torch.Tensor]]] = []
-        signatures: dict[Any, list[int]] = {}
-        for i, t in enumerate(transforms):
-            key = t.signature if batched and isinstance(t, ViewTransform) else ("alone", i)
-            signatures.setdefault(key, []).append(i)
-        for key, idx in signatures.items():
-            if len(idx) == 1:
-                self.groups.append((idx, None, {}))
-                continue
-            members = [cast(ViewTransform, transforms[i]) for i in idx]
-            probs = {k: torch.tensor([m.probs[k] for m in members]) for k in members[0].probs}
-            crop_size, min_scale, max_scale, cj_strength, cj_bright, cj_contrast, cj_sat, cj_hue, *sigma = key
-            pipeline = ViewTransform(crop_size, min_scale, max_scale, cj_strength=cj_strength, cj_bright=cj_bright,
-                                     cj_contrast=cj_contrast, cj_sat=cj_sat, cj_hue=cj_hue, blur_sigma=sigma,
-                                     **{k: float(v.max()) for k, v in probs.items()})
-            self.groups.append((idx, pipeline, probs))
 
     def __len__(self) -> int:
         return len(self.transforms)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        views: list[torch.Tensor] = [images] * len(self.transforms)
-        n = images.shape[0]
-        for idx, pipeline, probs in self.groups:
-            if pipeline is None:
-                views[idx[0]] = self.transforms[idx[0]](images)
-                continue
-            per_sample = {k: p.to(images).repeat_interleave(n) for k, p in probs.items()}
-            drawn = pipeline(images.repeat(len(idx), 1, 1, 1), per_sample)
-            for i, view in zip(idx, drawn.split(n), strict=True):
-                views[i] = view
-        return views
+        return [t(images) for t in self.transforms]
 
 
 def _per_view(value: float | Sequence[float]) -> Sequence[float]:
