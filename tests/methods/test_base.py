@@ -48,3 +48,37 @@ def test_optim_config_validation() -> None:
         OptimConfig(name="lars")
     with pytest.raises(UserError, match="lr > 0"):
         OptimConfig(lr=0.0)
+
+
+class _LateHead(SSLMethod):
+    """A head that gets no gradient on the first step (as SwAV's frozen prototypes or DINO's last layer)."""
+
+    def __init__(self, **base: object) -> None:
+        super().__init__(**base)  # type: ignore[arg-type]
+        self.late = torch.nn.Linear(self.encoder.feature_dim, 2)
+
+    def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
+        h = self.encoder.features(views[0])
+        loss = h.pow(2).mean() + (self.late(h).pow(2).mean() if self.global_step > 0 else 0.0)
+        return LossOutput(loss, h, {})
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_optimizer_steps_a_parameter_whose_first_gradient_comes_late(name: str) -> None:
+    model = _LateHead(encoder=EncoderSpec(), views=symmetric_views(n_views=2), num_classes=3,
+                      optim=OptimConfig(name=name, lr=0.1), batch_size=4)
+    trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1, global_step=0, global_rank=0)
+    model._trainer = trainer  # type: ignore[assignment]
+    model.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # Lightning's logging needs a Trainer
+    opt = model.configure_optimizers()["optimizer"]
+    views, labels = [torch.rand(4, 3, 32, 32)], torch.zeros(4, dtype=torch.long)
+    before = model.late.weight.detach().clone()
+    for step in range(3):
+        trainer.global_step = step
+        opt.zero_grad(set_to_none=True)
+        model.training_step((views, labels), step).backward()
+        assert (model.late.weight.grad is None) == (step == 0)
+        opt.step()
+        if step == 0:
+            assert torch.equal(model.late.weight, before)
+    assert not torch.equal(model.late.weight, before)
