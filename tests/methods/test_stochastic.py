@@ -110,6 +110,19 @@ def test_logvar_init_sets_the_initial_sigma(space: str) -> None:
         _module(space, logvar_init=LOGVAR_MIN - 1)
 
 
+def test_mu_init_identity_starts_mu_at_its_input() -> None:
+    torch.manual_seed(0)
+    method = _module("h", mu_init="identity")  # type: ignore[arg-type]
+    method.eval()
+    x = torch.rand(4, 3, 32, 32)
+    out = method.encoder(x)
+    assert out.mu is not None and torch.equal(out.mu, method.encoder.features(x))  # Bayes-H: mu = h at step 0
+    default = _module("h").encoder  # mu_init None: PyTorch's Linear init (the reference's), mu != h
+    assert not torch.allclose(default.gaussian.mu.weight, torch.eye(default.feature_dim))  # type: ignore[union-attr]
+    with pytest.raises(UserError, match=r"mu_init must be one of \(None, 'identity'\), got 'eye'"):
+        _module("h", mu_init="eye")  # type: ignore[arg-type]
+
+
 def test_projector_placement_is_checked() -> None:
     with pytest.raises(UserError, match="projector_dims"):
         _module("h", projector_dims=[])

@@ -92,6 +92,9 @@ def check_mc_beta(mc_samples: int, beta: float) -> None:
         raise UserError(f"method.module.beta must be >= 0, got {beta}")
 
 
+MU_INITS = (None, "identity")
+
+
 class StochasticSSL(SSLMethod):
     """Bayes-H / Bayes-Z around a two-embedding loss; the space comes from `encoder.stochastic_space`.
 
@@ -103,17 +106,24 @@ class StochasticSSL(SSLMethod):
         logvar_init: initial bias of the log σ² layer (`encoder.gaussian.logvar`), e.g. -8 (σ ≈ 0.02); None (default,
             the reference's) keeps PyTorch's Linear init, log σ² ≈ 0, i.e. σ ≈ 1 noise on a μ whose spread at init is
             far smaller, so the samples start as almost pure noise (README, "Calibration").
+        mu_init: None (default, the reference's: PyTorch's Linear init) or "identity": the μ layer
+            (`encoder.gaussian.mu`) starts as the identity map with zero bias, so that μ = its input at step 0 and,
+            with a small `logvar_init`, the model starts as its deterministic pair plus little noise. For Bayes-H,
+            whose downstream representation is μ, a random μ layer costs the untrained probe 1-3 points (README,
+            "Calibration" item 11).
         **base: `SSLMethod` arguments (encoder, views, num_classes, optim, batch_size).
     Raises:
         UserError: M < 1, β < 0, a deterministic encoder, projector widths given to the wrong place, or a
-            `logvar_init` outside the log σ² clamp.
+            `logvar_init` outside the log σ² clamp, an unknown `mu_init`.
     """
 
     def __init__(
         self, loss: nn.Module, projector_dims: list[int] | None = None, mc_samples: int = 12, beta: float = 1e-3,
-        logvar_init: float | None = None, **base: Any,
+        logvar_init: float | None = None, mu_init: str | None = None, **base: Any,
     ) -> None:
         check_mc_beta(mc_samples, beta)
+        if mu_init not in MU_INITS:
+            raise UserError(f"method.module.mu_init must be one of {MU_INITS}, got {mu_init!r}")
         if logvar_init is not None and not LOGVAR_MIN < logvar_init < LOGVAR_MAX:
             raise UserError(
                 f"method.module.logvar_init must lie inside the log-variance clamp ({LOGVAR_MIN:.3f}, {LOGVAR_MAX:.3f})"
@@ -136,6 +146,11 @@ class StochasticSSL(SSLMethod):
             assert self.encoder.gaussian is not None
             with torch.no_grad():
                 self.encoder.gaussian.logvar.bias.fill_(float(logvar_init))
+        if mu_init == "identity":
+            assert self.encoder.gaussian is not None
+            with torch.no_grad():
+                nn.init.eye_(self.encoder.gaussian.mu.weight)
+                nn.init.zeros_(self.encoder.gaussian.mu.bias)
 
     def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
         if len(views) != 2:
