@@ -50,7 +50,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in timings.items()}
     print(f"batch {args.batch}, 32 px, torch threads {torch.get_num_threads()}; ms per call (median of {args.repeats})")
     for name, ms in med.items():
-        print(f"{name:25s} {ms:7.3f}")
+        print(f"{name:20s} {ms:7.3f}")
     for name in pairs:
         print(f"{name}: kornia / ours = {med[f'{name} kornia'] / med[f'{name} ours']:.1f}x")
 
