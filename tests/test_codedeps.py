@@ -21,6 +21,8 @@ def test_pretrain_of_one_method_runs_that_method_and_not_the_others() -> None:
     assert {"sslbench/methods/simclr.py", "sslbench/data/views.py", "sslbench/conf/method/simclr.yaml"} <= files
     # imported by the stage but declared nowhere in the hand-written lists this replaces
     assert {"sslbench/errors.py", "sslbench/stages/_entry.py", "sslbench/conf/pretrain.yaml"} <= files
+    # the params.yaml reader and the base config every stage config includes
+    assert {"sslbench/params.py", "sslbench/conf/base.yaml", "sslbench/conf/paths/default.yaml"} <= files
     # every option of a config group the stage composes, since params.yaml picks one at run time
     assert {"sslbench/conf/backbone/resnet18.yaml", "sslbench/conf/optim/adamw.yaml"} <= files
     assert not {"sslbench/methods/byol.py", "sslbench/conf/method/byol.yaml", "sslbench/stages/probe.py"} & files
@@ -30,9 +32,9 @@ def test_pretrain_of_one_method_runs_that_method_and_not_the_others() -> None:
 
 def test_evaluate_runs_its_three_areas_and_no_training_code() -> None:
     files = names(codedeps.stage_files("evaluate"))
-    assert {"sslbench/stages/probe.py", "sslbench/stages/robustness.py", "sslbench/stages/ood.py",
+    assert {"sslbench/areas/probe.py", "sslbench/areas/robustness.py", "sslbench/areas/ood.py",
             "sslbench/eval/linear.py", "sslbench/conf/area/ood.yaml"} <= files
-    assert not any(f.startswith(("sslbench/methods/", "sslbench/conf/method/")) for f in files)
+    assert not any(f.startswith(("sslbench/methods/", "sslbench/conf/method/", "sslbench/training/")) for f in files)
 
 
 def write(root: Path, rel: str, text: str = "") -> None:

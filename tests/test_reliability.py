@@ -1,4 +1,4 @@
-"""Tier 3: reliability of the real pipeline (issue 9, DESIGN.md §8). Each test drives `dvc repro` in a temporary git
+"""Tier 3: reliability of the real pipeline (docs/reliability.md). Each test drives `dvc repro` in a temporary git
 + DVC copy of the repository with tiny params:
 
 - interruption: `kill -9` of the whole `dvc repro` process group during `corrupt`, during `pretrain@simclr`
@@ -65,17 +65,8 @@ def study_params(seed: int = 0) -> dict[str, Any]:
     return params
 
 
-def wire_ckpt_every_n_steps(dvc_yaml: str) -> str:
-    """Pass `pretrain.ckpt_every_n_steps` from params.yaml to the pretrain stage (if dvc.yaml does not already)."""
-    if "pretrain.ckpt_every_n_steps=" in dvc_yaml:
-        return dvc_yaml
-    anchor = "pretrain.precision=${pretrain.precision}"
-    assert anchor in dvc_yaml, "dvc.yaml's pretrain cmd changed; update wire_ckpt_every_n_steps"
-    return dvc_yaml.replace(anchor, f"{anchor} pretrain.ckpt_every_n_steps=${{pretrain.ckpt_every_n_steps}}")
-
-
 def new_study(root: Path, seed: int = 0) -> Path:
-    return copy_repo(root, study_params(seed), dvc_yaml=wire_ckpt_every_n_steps)
+    return copy_repo(root, study_params(seed))
 
 
 def snapshot(root: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ A stage's code is
 
 `fingerprint` maps each of these files (relative to the folder holding the package) to its sha256. The `codedeps`
 stage writes one fingerprint per stage to `reports/codedeps/`, and each stage of dvc.yaml depends on its
-fingerprint file instead of a hand-written list of sources (README, "Design changes"). Derived from the imports,
+fingerprint file instead of a hand-written list of sources (docs/design.md). Derived from the imports,
 the list cannot miss a file; a hand-written one had (`errors.py`, `stages/_entry.py` and the stage configs were
 declared nowhere). This is written by hand because no library we use does it: `modulefinder` executes nothing
 but follows every third-party import too (seconds per stage) and cannot see Hydra's `_target_` strings.
@@ -136,8 +136,10 @@ def config_files(config: str, method: str | None = None, src_root: Path = SRC_RO
         raise UserError(f"no stage config {primary}; valid stages: {sorted(p.stem for p in conf.glob('*.yaml'))}")
     files = {primary}
     for entry in (_load_yaml(primary) or {}).get("defaults", []):
-        if not isinstance(entry, Mapping):
-            continue  # `_self_`
+        if isinstance(entry, str):
+            if entry != "_self_":  # a config of the same folder (`base`), with its own defaults list
+                files.update(config_files(entry, method, src_root))
+            continue
         for group in entry:
             if str(group).startswith("override") or "/" in str(group):
                 continue  # Hydra's own groups (hydra/job_logging)

@@ -1,5 +1,5 @@
 """The checks every stage entry runs before any work (`sslbench.stages._entry`): unknown keys with the valid ones
-listed, values of the wrong type, and params.yaml keys that are misspelt or never reach the stage."""
+listed, values of the wrong type, keys added with `+`, and params.yaml read and checked whole."""
 
 from __future__ import annotations
 
@@ -14,28 +14,22 @@ import pytest
 from omegaconf import DictConfig
 
 from sslbench.errors import UserError
-from sslbench.stages._entry import (
-    check_override_types,
-    check_params_file,
-    dvc_nulls_to_hydra,
-    unknown_key_error,
-)
+from sslbench.stages._entry import check_override_types, unknown_key_error, with_params
 
 Compose = Callable[..., Any]
-SECTIONS = ["corrupt", "embed", "ood", "prepare", "pretrain", "probe", "report", "robustness"]
 
 
 def _probe(compose: Compose, *overrides: str) -> tuple[DictConfig, DictConfig]:
-    return compose("probe", ["method_name=simclr", *overrides]), compose("probe", ["method_name=simclr"])
+    return compose("probe", ["method=simclr", *overrides]), compose("probe", ["method=simclr"])
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["probe.knn.kk=3"], r"`probe.knn.kk` for the probe stage; valid keys under `probe.knn`: \['k', 'temperature'\]"),
     (["probe.kk.k=3"], r"`probe.kk.k` .*under `probe`: \['device', 'knn', 'linear', 'n_samples', 'semisup'\]"),
-    (["nope=1"], r"`nope` .*at the top level: \['dataset', 'method_name', 'paths', 'probe', 'study'\]"),
+    (["nope=1"], r"`nope` .*at the top level: \['dataset', 'method', 'paths', 'probe', 'study'\]"),
 ])
 def test_unknown_key_lists_the_valid_ones(overrides: list[str], message: str) -> None:
-    error = unknown_key_error("probe", ["method_name=simclr", *overrides])
+    error = unknown_key_error("probe", ["method=simclr", *overrides])
     assert isinstance(error, UserError)
     assert __import__("re").search(message, str(error)), str(error)
 
@@ -47,7 +41,7 @@ def test_unknown_key_of_a_method_entry_says_where_it_comes_from() -> None:
 
 
 def test_known_keys_and_other_errors_are_left_to_hydra() -> None:
-    assert unknown_key_error("probe", ["method_name=simclr", "probe.knn.k=3", "+probe.extra=1"]) is None
+    assert unknown_key_error("probe", ["method=simclr", "probe.knn.k=3"]) is None
     assert unknown_key_error("probe", ["dataset=nope"]) is None  # Hydra lists the datasets itself
 
 
@@ -68,63 +62,40 @@ def test_wrong_value_type(compose: Compose, override: str, message: str) -> None
 def test_right_types_pass(compose: Compose) -> None:
     overrides = ["probe.linear.epochs=3", "probe.linear.lr=1", "probe.device=cpu", "probe.linear.weight_decays=[0.1]"]
     cfg, defaults = _probe(compose, *overrides)
-    check_override_types(cfg, defaults, ["method_name=simclr", *overrides], groups=["dataset"])
+    check_override_types(cfg, defaults, ["method=simclr", *overrides], groups=["dataset"])
     corrupt = compose("corrupt", ["corrupt.n_images=all", "corrupt.severities=3"])
     check_override_types(corrupt, compose("corrupt"), ["corrupt.n_images=all", "corrupt.severities=3"])
 
 
-def _params(**probe: Any) -> dict[str, Any]:
-    return {"study": {"seed": 0, "dataset": "shapes"}, "methods": {"simclr": {}},
-            "probe": {"linear": {"epochs": 100, "weight_decays": "[1.0e-4, 1.0e-5, 1.0e-6]"}, **probe}}
+def test_params_sections_go_before_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("probe:\n  knn: {k: 5}\nood: {knn_k: 7}\n")
+    argv = with_params(["--cfg", "job", "method=simclr", "probe.linear.epochs=3"], "probe", tmp_path / "params.yaml")
+    assert argv == ["--cfg", "job", "probe.knn.k=5", "method=simclr", "probe.linear.epochs=3"]
+    assert with_params(["probe.knn.k=9"], "probe", tmp_path / "params.yaml") == ["probe.knn.k=9"]
+    assert with_params(["a=1"], "probe", tmp_path / "absent.yaml") == ["a=1"]  # no params file: defaults
 
 
-def test_params_file_that_matches_the_stage_passes(compose: Compose) -> None:
-    cfg = compose("probe", ["method_name=simclr"])
-    check_params_file(_params(), cfg, "probe", SECTIONS, {"dataset": "shapes"})
-
-
-def test_null_rendered_by_dvc_matches(compose: Compose) -> None:
-    # DVC writes a params.yaml null into the command as `None`; the entry point turns it back into null
-    cfg = compose("pretrain", dvc_nulls_to_hydra(["pretrain.views.min_scale=None", "backbone=convnet_small"]))
-    params = {"pretrain": {"backbone": "convnet_small", "views": {"min_scale": None}}}
-    choices = {"backbone": "convnet_small"}
-    check_params_file(params, cfg, "pretrain", SECTIONS, choices)
-    with pytest.raises(UserError, match=r"pretrain.backbone='resnet18' \(the stage got 'convnet_small'\)"):
-        check_params_file({"pretrain": {"backbone": "resnet18"}}, cfg, "pretrain", SECTIONS, choices)
-
-
-def test_params_file_with_a_misspelt_key(compose: Compose) -> None:
-    cfg = compose("probe", ["method_name=simclr"])
-    with pytest.raises(UserError, match=r"unknown keys \['probe.knn.kk'\]; valid keys under `probe:` .*probe.knn.k"):
-        check_params_file(_params(knn={"kk": 5}), cfg, "probe", SECTIONS)
-    with pytest.raises(UserError, match=r"unknown sections \['prob'\]"):
-        check_params_file({**_params(), "prob": {}}, cfg, "probe", SECTIONS)
-
-
-def test_params_file_value_that_never_reaches_the_stage(compose: Compose) -> None:
-    cfg = compose("probe", ["method_name=simclr"])  # as if dvc.yaml did not pass probe.knn.k
-    with pytest.raises(UserError, match=r"sets probe.knn.k=5 \(the stage got 20\), but dvc.yaml does not pass"):
-        check_params_file(_params(knn={"k": 5}), cfg, "probe", SECTIONS)
-    with pytest.raises(UserError, match=r"study.dataset='cifar10' \(the stage got 'shapes'\)"):
-        check_params_file({**_params(), "study": {"dataset": "cifar10"}}, cfg, "probe", SECTIONS, {"dataset": "shapes"})
+def test_a_misspelt_params_key_of_another_stage_stops_this_one(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("ood: {knn_kk: 7}\n")
+    with pytest.raises(UserError, match=r"unknown keys \['ood.knn_kk'\]; valid keys under `ood:` are \['kmeans"):
+        with_params(["method=simclr"], "probe", tmp_path / "params.yaml")
 
 
 def test_stage_cli_prints_one_line_and_exits_nonzero(tmp_path: Path) -> None:
-    """Through the real entry point: under DVC (`DVC_ROOT`), a misspelt params.yaml key stops the stage."""
+    """Through the real entry point: a misspelt key of the working directory's params.yaml stops the stage."""
     (tmp_path / "params.yaml").write_text("report:\n  dpii: 100\n")
-    env = {**os.environ, "DVC_ROOT": str(tmp_path)}
+    env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-m", "sslbench.stages.report", f"paths.reports={tmp_path}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and proc.stderr.startswith("error: params.yaml: unknown keys ['report.dpii']")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: params.yaml: unknown keys ['report.dpii']"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not list(tmp_path.glob("*.md"))
+    (tmp_path / "params.yaml").write_text("report:\n  dpi: 100\n")
     proc = subprocess.run([sys.executable, "-m", "sslbench.stages.report", "report.dpi=high"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         "error: wrong value type: report.dpi='high' must be an integer (the default is 110). Fix the value in "
         "params.yaml (or on the command line)"]
-
-
-def test_dvc_nulls_become_hydra_nulls() -> None:
-    argv = ["pretrain.views.min_scale=None", "method.module.label=NoneSuch", "prepare.root=", "--flag"]
-    assert dvc_nulls_to_hydra(argv) == ["pretrain.views.min_scale=null", "method.module.label=NoneSuch",
-                                        "prepare.root=", "--flag"]
+    proc = subprocess.run([sys.executable, "-m", "sslbench.stages.report", "+report.dpii=100"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "`+report.dpii=100` adds a key that no stage reads" in proc.stderr

@@ -1,4 +1,4 @@
-"""`codedeps`: write the code fingerprint of every stage, on which dvc.yaml's stages depend (README, "Design changes").
+"""`codedeps`: write the code fingerprint of every stage, on which dvc.yaml's stages depend (docs/design.md).
 
 python -m sslbench.stages.codedeps
 
@@ -7,41 +7,23 @@ Writes `reports/codedeps/<stage>.json` for `prepare`, `corrupt`, `embed`, `evalu
 files being the ones the stage runs (`sslbench.codedeps`). DVC reruns this stage whenever anything under
 `src/sslbench` changes, but a fingerprint whose files did not change is rewritten byte for byte, so only the
 stages that run the changed code rerun after it.
-
-Under DVC it also checks that every method of params.yaml's `methods:` has a config, so that a misspelt method
-fails here, at the first stage, with the valid names.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from sslbench import codedeps
-from sslbench.errors import UserError, unknown_choice
+from sslbench.errors import UserError
 from sslbench.io import atomic_path
 from sslbench.stages._entry import stage_main
 
 log = logging.getLogger("sslbench.codedeps")
-
-
-def check_study_methods(params_path: Path, valid: list[str]) -> None:
-    """Raise `UserError` naming the valid methods when params.yaml's `methods:` lists one without a config."""
-    import yaml
-
-    params = yaml.safe_load(params_path.read_text()) or {}
-    study = params.get("methods") or {}
-    if not isinstance(study, dict):
-        raise UserError(f"{params_path}: `methods:` must map method names to overrides ({{}} for none), got "
-                        f"{type(study).__name__}")
-    for name in study:
-        if name not in valid:
-            raise unknown_choice("method", str(name), valid)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -49,9 +31,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not (src_root / codedeps.PACKAGE).is_dir():
         raise UserError(f"codedeps.src={cfg.codedeps.src!r} holds no {codedeps.PACKAGE}/ package; set it to the folder "
                         "that holds the sources DVC tracks (src, relative to the repository root)")
-    root = os.environ.get("DVC_ROOT")
-    if root and (Path(root) / "params.yaml").is_file():
-        check_study_methods(Path(root) / "params.yaml", codedeps.methods(src_root))
     prints = codedeps.all_fingerprints(src_root)
     out = Path(cfg.paths.reports) / "codedeps"
     with atomic_path(out) as tmp:
