@@ -3,7 +3,7 @@
     python benchmarks/calibrate.py simclr --steps 372 --every 124 [hydra overrides of the pretrain config ...]
     python benchmarks/calibrate.py simclr --steps 500 --total 1500 pretrain.views.min_scale=0.3
 
-Used to calibrate the embedded default (README, "Calibration"). The method is built exactly as the pretrain stage
+Used to calibrate the embedded default (docs/calibration.md). The method is built exactly as the pretrain stage
 builds it (encoder spec, views, optimizer config, method hooks) but trained by a plain loop, without Lightning or
 checkpoints, so that the encoder can be probed mid-run: a scikit-learn logistic regression (C = 0.1) on the
 standardised downstream embeddings (what `embed` writes: mu for Bayes-H, backbone features otherwise) of the train
@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from sslbench.data.splits import open_split
-from sslbench.stages.pretrain import build_method, optim_config
+from sslbench.training.config import build_method, optim_config
 
 
 class _Clock:

@@ -1,4 +1,4 @@
-"""How far DINO's teacher is from a uniform output at initialisation (README "Calibration", item 9).
+"""How far DINO's teacher is from a uniform output at initialisation (docs/calibration.md, 2026-11-23).
 
     python benchmarks/dino_teacher.py [hydra overrides of the pretrain config, e.g. method.module.use_bn_in_head=true]
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 
 from sslbench.data.splits import open_split
-from sslbench.stages.pretrain import build_method
+from sslbench.training.config import build_method
 
 
 def mean_offdiag_cos(x: torch.Tensor) -> float:

@@ -6,7 +6,7 @@ Generated `shapes` images (32 px) are written as a prepared split (`io.write_spl
 encoder (`--backbone`) two ways, alternately, `--repeats` times each:
 - bare forward: `encoder(x)` under `torch.inference_mode()` over batches of float images already in memory
   (conversion from uint8 done beforehand, outside the timing);
-- embed loop: `sslbench.stages.embed.embed_split`, i.e. what `embed@<method>` runs per split: memory-mapped uint8
+- embed loop: `sslbench.embedding.embed_split`, i.e. what `embed@<method>` runs per split: memory-mapped uint8
   reads, conversion, the forward pass, and streaming Parquet writes (`io.EmbeddingWriter`, zstd).
 Prints images/s of each (best of the repeats) and the ratio embed / bare (target >= 0.9): the median over the
 repeats of each back-to-back pair (the headline: neighbours' load drifts less within a pair) and best / best; in
@@ -37,9 +37,9 @@ def main() -> None:
 
     from sslbench.data.shapes import SHAPES, generate
     from sslbench.data.splits import open_split
+    from sslbench.embedding import Target, embed_split
     from sslbench.io import EmbeddingWriter, write_split
     from sslbench.models.encoder import Encoder, EncoderSpec
-    from sslbench.stages.embed import Target, embed_split
 
     images, labels = generate(0, {"train": args.n}, list(SHAPES)[:10], 32)["train"]
     torch.manual_seed(0)

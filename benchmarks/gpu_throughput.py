@@ -187,14 +187,14 @@ def lightly_method(name: str, m: dict[str, Any], backbone: Encoder, total_steps:
 
 
 def build(method: str, overrides: list[str], multi_crop: list[str], batch: int) -> tuple[Any, Any]:
-    from sslbench.stages import pretrain  # imports lightning (seconds): only once there is work to do
+    from sslbench.training.config import build_method  # imports lightning (seconds): only once there is work
 
     with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
         cfg = compose("pretrain", [f"method={method}", f"pretrain.batch_size={batch}", *overrides])
         if "n_local" in cfg.method.views:
             cfg = compose("pretrain", [f"method={method}", f"pretrain.batch_size={batch}", *overrides, *multi_crop])
     torch.manual_seed(0)
-    return pretrain.build_method(cfg), cfg
+    return build_method(cfg), cfg
 
 
 def _optimizer(params: Any, optim: Any, batch: int) -> torch.optim.Optimizer:

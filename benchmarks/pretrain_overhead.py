@@ -31,16 +31,16 @@ from hydra import compose, initialize_config_module
 
 from sslbench.accel import prepare_module
 from sslbench.data.splits import open_split
-from sslbench.stages import pretrain
+from sslbench.training import config as training_config
 
-CONF = Path(pretrain.__file__).parents[1] / "conf" / "method"
+CONF = Path(training_config.__file__).parents[1] / "conf" / "method"
 
 
 def build(method: str, overrides: list[str], batch: int) -> tuple[Any, Any]:
     with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
         cfg = compose("pretrain", [f"method={method}", f"pretrain.batch_size={batch}", *overrides])
     torch.manual_seed(0)
-    return pretrain.build_method(cfg), cfg
+    return training_config.build_method(cfg), cfg
 
 
 def batch_of(cfg: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

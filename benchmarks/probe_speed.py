@@ -5,8 +5,8 @@ scikit-learn's LogisticRegression on the same embeddings; same data, same run.
 
 The embedded `digits` (scikit-learn's handwritten digits at 32 px, 1078 / 359 / 360 train / val / test; random
 conv features already separate them well, so accuracies can be compared) or generated `shapes` images, one
-random-init encoder (`--backbone`) or a trained one (`--model-dir models/<method>`), the §2.1 protocol
-(SGD lr 0.3, momentum 0.9, cosine, batch 512, weight decays 1e-4 / 1e-5 / 1e-6 selected on val):
+random-init encoder (`--backbone`) or a trained one (`--model-dir models/<method>`), the study's linear probe
+(docs/protocols.md: SGD lr 0.3, momentum 0.9, cosine, batch 512, weight decays 1e-4 / 1e-5 / 1e-6 selected on val):
 - cached: embed train/val/test once (`embed_split` -> Parquet), read them back (`io.read_embeddings`) and train
   `sslbench.eval.linear.train_linear_probe` for `--epochs` epochs;
 - re-encode: the same probe, same initialisation, batch order and updates (the same stacked SGD step), but each
@@ -48,6 +48,7 @@ def main() -> None:
     from sslbench.data.embedded import ShapesConfig, build_digits
     from sslbench.data.shapes import SHAPES, generate
     from sslbench.data.splits import open_split
+    from sslbench.embedding import Target, embed_split
     from sslbench.eval.linear import (
         _cross_entropy_grads,
         _sgd_momentum_,
@@ -57,7 +58,6 @@ def main() -> None:
     from sslbench.eval.semisup import to_float_images
     from sslbench.io import EmbeddingWriter, read_embeddings, write_split
     from sslbench.models.encoder import Encoder, EncoderSpec, load_encoder
-    from sslbench.stages.embed import Target, embed_split
 
     if args.model_dir:
         encoder, _ = load_encoder(args.model_dir)

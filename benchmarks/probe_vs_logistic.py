@@ -1,4 +1,4 @@
-"""The §2.1 linear probe against scikit-learn's logistic regression on the same cached embeddings, side by side.
+"""The study's linear probe against scikit-learn's logistic regression on the same cached embeddings, side by side.
 
     OMP_NUM_THREADS=1 python benchmarks/probe_vs_logistic.py random_init simclr cissl byol barlow_twins
 
@@ -32,7 +32,7 @@ def main() -> None:
                             for split in ("train", "val", "test"))
         num_classes = int(train.label.max()) + 1
         probe = train_linear_probe(train.embedding, train.label, val.embedding, val.label, num_classes=num_classes)
-        rows = [("§2.1 SGD", *(accuracy(probe.predict(t.embedding), t.label) for t in (train, val, test)))]
+        rows = [("linear probe (SGD)", *(accuracy(probe.predict(t.embedding), t.label) for t in (train, val, test)))]
         scaler = StandardScaler().fit(train.embedding)
         standardised = [(scaler.transform(t.embedding), t.label) for t in (train, val, test)]
         for c in (0.01, 0.1, 1.0):

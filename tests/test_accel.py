@@ -210,3 +210,19 @@ def test_cpu_sync_batchnorm_over_two_processes_equals_one_process(tmp_path: Path
     assert set(errors) == {"y", "dx", "dw", "db", "mean", "var"}
     # float32 sums in another order: ~1e-6; per-process statistics instead of global ones give errors ~0.1-1
     assert max(errors.values()) < 1e-4, errors
+
+
+# ----------------------------------------------------------------------------------------------- evaluation device
+
+
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sslbench.accel import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(UserError, match="device=cuda was asked for but no CUDA device is available"):
+        resolve_device("cuda")
+    with pytest.raises(UserError, match="device must be one of auto, cpu, cuda, got 'gpu'"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda") == "cuda"

@@ -1,6 +1,6 @@
-"""Safe loading everywhere (issue 9): nothing a user did not produce is unpickled, YAML is loaded safely, archives are
-extracted only through the checked extractor. A static scan of the package plus the two places that read torch
-files (`encoder.pt`, `last.ckpt`), fed a file whose unpickling would run code."""
+"""Safe loading everywhere (docs/reliability.md): nothing a user did not produce is unpickled, YAML is loaded
+safely, archives are extracted only through the checked extractor. A static scan of the package plus the two places
+that read torch files (`encoder.pt`, `last.ckpt`), fed a file whose unpickling would run code."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_planted_encoder_is_refused_without_running_it(tmp_path: Path) -> None:
 
 
 def test_planted_checkpoint_is_refused_without_running_it(tmp_path: Path) -> None:
-    from sslbench.stages.pretrain import _resume_state
+    from sslbench.training.checkpoint import resume_state as _resume_state
 
     marker, ckpt = tmp_path / "pwned", tmp_path / "last.ckpt"
     torch.save({"global_step": 3, "sslbench_config": {}, "loops": _Planted(marker)}, ckpt)

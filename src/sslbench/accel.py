@@ -1,4 +1,4 @@
-"""Device, precision and process settings of a training run, checked before any work starts (issue 8).
+"""Device, precision and process settings of a training run, checked before any work starts (docs/gpu.md).
 
 `resolve_settings(...)` is a pure function of the requested `pretrain.*` values, the machine (`Hardware`, detected
 once by `Hardware.detect()`) and the environment variables of a cluster launcher; it returns the `RunSettings` that
@@ -324,3 +324,20 @@ def _swap_batchnorm(module: nn.Module, to_sync: bool) -> nn.Module:
         out.add_module(name, _swap_batchnorm(child, to_sync))
     return out
 
+
+
+# ----------------------------------------------------------------------------------------------- evaluation device
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> str:
+    """The device of an evaluation (`embed.device`, `probe.device`): `auto` -> `cuda` when available else `cpu`;
+    `cuda` without a GPU is a `UserError`."""
+    if name not in DEVICES:
+        raise UserError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda was asked for but no CUDA device is available; use device=auto or cpu")
+    return name

@@ -1,5 +1,5 @@
 """`benchmarks/gpu_throughput.py` runs on CPU at tiny sizes (`--smoke`) and reports every column; bad device settings
-stop it before any work. Its timings are not asserted (DESIGN.md §8)."""
+stop it before any work. Its timings are not asserted (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`benchmarks/memory_format.py` runs and prints one row of NHWC speed-ups per method; the speed-ups themselves are
-not asserted (DESIGN.md §8)."""
+not asserted (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -153,13 +153,6 @@ def test_spatter_without_liquid_keeps_the_image_instead_of_a_black_one() -> None
     assert np.array_equal(C.corrupt_image(image, "spatter", 1, 35), image)
 
 
-def test_corruption_grid_writes_a_png(tmp_path: Path) -> None:
-    image = _images(1)[0]
-    sets = {(c, s): C.corrupt_image(image, c, s, 0) for c in ("fog", "pixelate") for s in (1, 5)}
-    C.corruption_grid(image, sets, tmp_path / "samples.png", "test")
-    assert (tmp_path / "samples.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_frost_images_read_once_change_nothing() -> None:
     """The speed-ups around imagecorruptions (frost's images decoded once per process) keep its output bytes."""
     import cv2

@@ -1,4 +1,4 @@
-"""The mCE family on hand-computed cases (REFERENCE.md §2.4)."""
+"""The mCE family on hand-computed cases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Linear probe (REFERENCE.md §2.1): the hand-written update equals torch.optim.SGD's, weight decay is chosen on
+"""Linear probe (docs/protocols.md): the hand-written update equals torch.optim.SGD's, weight decay is chosen on
 validation, the stacked candidates train as if alone, the table is never copied, metrics are right."""
 
 from __future__ import annotations
@@ -148,20 +148,18 @@ def test_sampled_logits_average_draws_reproducibly() -> None:
     np.testing.assert_allclose(many, probe.logits(x[:20]), atol=0.35)
 
 
-def test_reuse_probes_returns_the_probe_trained_on_equal_inputs_and_only_inside_the_block() -> None:
-    from sslbench.eval.linear import reuse_probes
-
+def test_equal_inputs_train_equal_probes() -> None:
+    """Training is a function of the inputs' content and the settings only, which lets `evaluate@<method>` train the
+    probe once and hand it to the three areas: equal content in other arrays gives the same probe bit for bit."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)).astype(np.float32), rng.integers(0, 3, 60)
     vx, vy = rng.normal(size=(20, 5)).astype(np.float32), rng.integers(0, 3, 20)
     kwargs = {"num_classes": 3, "epochs": 3, "batch_size": 16}
-    with reuse_probes():
-        first = train_linear_probe(x, y, vx, vy, **kwargs)
-        assert train_linear_probe(x.copy(), y.copy(), vx, vy, **kwargs) is first  # equal content, other arrays
-        assert train_linear_probe(x, y, vx, vy, **{**kwargs, "epochs": 4}) is not first  # other settings
-        x2 = x.copy()
-        x2[0, 0] += 1.0
-        assert train_linear_probe(x2, y, vx, vy, **kwargs) is not first  # other features
-    outside = train_linear_probe(x, y, vx, vy, **kwargs)
-    assert outside is not first
-    torch.testing.assert_close(outside.weight, first.weight)  # the same training, just not reused
+    first = train_linear_probe(x, y, vx, vy, **kwargs)
+    again = train_linear_probe(x.copy(), y.copy(), vx.copy(), vy.copy(), **kwargs)  # equal content, other arrays
+    assert torch.equal(again.weight, first.weight) and torch.equal(again.bias, first.bias)
+    assert again.val_top1 == first.val_top1 and again.weight_decay == first.weight_decay
+    assert not torch.equal(train_linear_probe(x, y, vx, vy, **{**kwargs, "epochs": 4}).weight, first.weight)
+    x2 = x.copy()
+    x2[0, 0] += 1.0
+    assert not torch.equal(train_linear_probe(x2, y, vx, vy, **kwargs).weight, first.weight)  # other features

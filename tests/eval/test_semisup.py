@@ -1,4 +1,4 @@
-"""Semi-supervised fine-tuning (REFERENCE.md §2.2): AdamW equals torch's, it learns, early-stops on validation,
+"""Semi-supervised fine-tuning (docs/protocols.md): AdamW equals torch's, it learns, early-stops on validation,
 leaves the pretrained encoder alone, and averages Bayes-H logits over draws."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SSIM: equals scikit-image's, is 1 for an image with itself, pairs by index (REFERENCE.md §2.4)."""
+"""SSIM: equals scikit-image's, is 1 for an image with itself, pairs by index."""
 
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ def test_a_few_steps_lower_the_loss_on_embedded_data(compose: Any, tiny_data: Pa
     from hydra.utils import instantiate
 
     from sslbench.data.splits import open_split
-    from sslbench.stages import pretrain
+    from sslbench.training import config as pretrain
 
     cfg = compose("pretrain", ["method=dino", f"paths.data={tiny_data}", "dataset.image_size=16",
                                "method.views.local_size=8", "method.views.n_local=2"])

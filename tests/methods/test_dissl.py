@@ -24,7 +24,7 @@ def _one_thread() -> Iterator[None]:
 
 def _reference(teacher: list[torch.Tensor], student: list[torch.Tensor], lam: float, beta: float,
                tau_t: float, tau_s: float) -> torch.Tensor:
-    """The objective written with torch.distributions, view pair by view pair (REFERENCE.md §1.1)."""
+    """The objective written with torch.distributions, view pair by view pair (Dubois et al. 2022, DISSL)."""
     p = [Categorical(logits=t / tau_t) for t in teacher]
     q = [Categorical(logits=s / tau_s) for s in student]
     distill, det = [], []

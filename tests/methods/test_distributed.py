@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import torch
 
-from sslbench.stages import pretrain
+from sslbench.training import config as pretrain
 
 CONF = Path(pretrain.__file__).parents[1] / "conf" / "method"
 METHODS = sorted(p.stem for p in CONF.glob("*.yaml") if p.stem != "random_init")

@@ -179,7 +179,7 @@ def test_loss_falls_under_gradient_descent() -> None:
 def test_study_variants_wire_the_base_loss_and_the_space(compose: Any, method: str) -> None:
     from hydra.utils import instantiate
 
-    from sslbench.stages import pretrain
+    from sslbench.training import config as pretrain
 
     cfg = compose("pretrain", [f"method={method}"])
     build = instantiate(cfg.method.module, _partial_=True, _convert_="all")

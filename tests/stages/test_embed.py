@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
+from sslbench import embedding
 from sslbench.data.corruptions import write_summary
 from sslbench.errors import UserError
 from sslbench.io import EMBED_MANIFEST, read_embeddings, read_split, sha256_file, verify_embeddings, write_split
@@ -22,7 +24,7 @@ from sslbench.stages import embed
 CAPS = {"shapes": {"train": 200, "val": 60, "test": 80}, "shapes_heldout": {"val": 30, "test": 30},
         "noise_textures": {"val": 30, "test": 30}, "digits": {"train": 80, "val": 40, "test": 40}}
 CORRUPT_INDEX = np.array([7, 3, 50, 11])
-MODELS = {"simclr": "none", "bayes_h": "h", "bayes_z": "z"}
+MODELS = {"simclr": "none", "barlow_twins_bayes_h": "h", "barlow_twins_bayes_z": "z"}
 EXPECTED = sorted(
     [f"{d}/{s}.parquet" for d, splits in CAPS.items() for s in splits]
     + ["shapes_c/gaussian_noise_2.parquet", "shapes_c/contrast_5.parquet"]
@@ -40,7 +42,7 @@ def _one_thread() -> Iterator[None]:
 
 def overrides(root: Path, method: str, *extra: str) -> list[str]:
     return [f"paths.data={root / 'data'}", f"paths.models={root / 'models'}", f"paths.reports={root / 'reports'}",
-            f"method_name={method}", "embed.batch_size=64", *extra]
+            f"method={method}", "embed.batch_size=64", *extra]
 
 
 def compose_cfg(name: str, over: list[str]) -> DictConfig:
@@ -86,7 +88,7 @@ def embedded_study(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = build_study(tmp_path_factory.mktemp("embedded"), tiny_data)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    for method in ("simclr", "bayes_h"):
+    for method in ("simclr", "barlow_twins_bayes_h"):
         embed.run(compose_cfg("embed", overrides(root, method)))
     torch.set_num_threads(threads)
     return root
@@ -125,7 +127,7 @@ def test_corrupted_sets_are_indexed_by_source_test_image(embedded_study: Path) -
 
 
 def test_bayes_h_tables_carry_mu_and_logvar(embedded_study: Path) -> None:
-    t = read_embeddings(embedded_study / "data" / "embeddings" / "bayes_h" / "digits" / "val.parquet")
+    t = read_embeddings(embedded_study / "data" / "embeddings" / "barlow_twins_bayes_h" / "digits" / "val.parquet")
     assert t.meta["stochastic_space"] == "h" and t.mu is not None and t.logvar is not None
     np.testing.assert_array_equal(t.embedding, t.mu)  # Bayes-H: the representation is mu
     assert t.logvar.shape == (40, 256) and np.all(t.logvar <= 2 * np.log(5.0) + 1e-5)
@@ -134,13 +136,13 @@ def test_bayes_h_tables_carry_mu_and_logvar(embedded_study: Path) -> None:
 def test_bayes_z_embeds_h_and_keeps_z_statistics(tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     root = build_study(tmp_path, tiny_data)
-    monkeypatch.setattr(embed, "ROW_GROUP_BYTES", 64 * 4 * (256 + 32))  # 64 rows per row group: streamed writes
+    monkeypatch.setattr(embedding, "ROW_GROUP_BYTES", 64 * 4 * (256 + 32))  # 64 rows per row group: streamed writes
     with caplog.at_level(logging.INFO, logger="sslbench.embed"):
-        embed.run(compose_cfg("embed", overrides(root, "bayes_z", "dataset.transfer=[]")))
+        embed.run(compose_cfg("embed", overrides(root, "barlow_twins_bayes_z", "dataset.transfer=[]")))
     assert any("embedded 10 tables (2 corrupted)" in r.message for r in caplog.records)
     import pyarrow.parquet as pq
 
-    path = root / "data" / "embeddings" / "bayes_z" / "shapes" / "train.parquet"
+    path = root / "data" / "embeddings" / "barlow_twins_bayes_z" / "shapes" / "train.parquet"
     assert pq.ParquetFile(path).metadata.num_row_groups == 4  # 200 rows in groups of 64
     t = read_embeddings(path)
     assert t.dim == 256 and t.mu is not None and t.mu.shape == (200, 16) and t.meta["stochastic_dim"] == "16"
@@ -154,8 +156,8 @@ def test_missing_model_or_split_fails_before_writing(tmp_path: Path, tiny_data: 
     (root / "data" / "datasets" / "digits" / "val" / "meta.json").unlink()
     with pytest.raises(UserError, match=r"datasets/digits/val is missing; run `dvc repro prepare`"):
         embed.run(compose_cfg("embed", overrides(root, "simclr")))
-    with pytest.raises(UserError, match="pass method_name=<method>"):
-        embed.run(compose_cfg("embed", overrides(root, "simclr")[:-2]))
+    with pytest.raises(ConfigCompositionException, match="You must specify 'method'"):  # Hydra lists them
+        compose_cfg("embed", overrides(root, "simclr")[:-2])
     assert not (root / "data" / "embeddings").exists()
 
 
@@ -182,7 +184,7 @@ def test_bad_corrupted_index_and_midway_failure_leave_nothing(tmp_path: Path, ti
             raise RuntimeError("killed")
         return 0
 
-    monkeypatch.setattr(embed, "embed_split", failing)
+    monkeypatch.setattr(embedding, "embed_split", failing)
     with pytest.raises(RuntimeError, match="killed"):
         embed.run(compose_cfg("embed", overrides(root, "simclr")))
     assert not (root / "data" / "embeddings" / "simclr").exists()

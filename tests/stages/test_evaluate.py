@@ -10,13 +10,14 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
+from sslbench.areas import ood, probe, robustness
 from sslbench.errors import UserError
-from sslbench.stages import _entry, evaluate, ood, probe, robustness
+from sslbench.stages import evaluate
 
 
 def _compose(name: str, *overrides: str) -> DictConfig:
     with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
-        return compose(name, ["method_name=simclr", *overrides])
+        return compose(name, ["method=simclr", *overrides])
 
 
 def test_each_area_has_the_same_settings_in_its_own_config_and_in_evaluate() -> None:
@@ -30,15 +31,27 @@ def test_each_area_has_the_same_settings_in_its_own_config_and_in_evaluate() -> 
 
 def test_runs_the_three_areas_in_order_and_merges_their_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
+    given: dict[str, Any] = {}
+    trained: list[list[str]] = []
+
+    def fake_probes(study: Any, linear: Any, devices: list[str]) -> dict[str, str]:
+        trained.append(list(devices))
+        return {device: f"probe on {device}" for device in devices}
+
+    monkeypatch.setattr(evaluate, "main_probes", fake_probes)
     for module, key in ((probe, "linear/top1"), (robustness, "robustness/mce"), (ood, "ood/far/knn/auroc")):
-        def fake(cfg: DictConfig, name: str = module.__name__, key: str = key) -> dict[str, Any]:
+        def fake(settings: Any, shared: Any = None, name: str = module.__name__, key: str = key) -> dict[str, Any]:
             calls.append(name.rsplit(".", 1)[1])
+            given[name.rsplit(".", 1)[1]] = shared
             return {key: 0.5}
         monkeypatch.setattr(module, "run", fake)
     monkeypatch.setattr(evaluate, "verify_inputs", lambda cfg: calls.append("verify"))
-    metrics = evaluate.run(_compose("evaluate"))
+    metrics = evaluate.run(_compose("evaluate", "probe.device=cpu"))
     assert calls == ["verify", "probe", "robustness", "ood"]
     assert metrics == {"linear/top1": 0.5, "robustness/mce": 0.5, "ood/far/knn/auroc": 0.5}
+    # the linear probe of the main split is trained once and handed to every area
+    assert len(trained) == 1 and set(trained[0]) == {"cpu"}
+    assert given == {"probe": "probe on cpu", "robustness": "probe on cpu", "ood": "probe on cpu"}
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -57,19 +70,15 @@ def test_a_bad_setting_of_any_area_stops_before_the_first_area_runs(
     assert ran == [] and not any(tmp_path.iterdir())
 
 
-def test_params_file_checks_cover_every_section_of_the_combined_stage() -> None:
-    assert "evaluate" not in _entry._stage_sections()  # not a params.yaml section of its own
-    cfg = _compose("evaluate")
-    sections = _entry._stage_sections()
-    params = {"study": {"seed": 0}, "probe": {"knn": {"k": 20}}, "robustness": {"reference": "auto"},
-              "ood": {"knn_k": 50}}
-    _entry.check_params_file(params, cfg, _entry.COMBINED["evaluate"], sections)
-    with pytest.raises(UserError, match=r"unknown keys \['ood.knn_kk'\]"):
-        _entry.check_params_file({**params, "ood": {"knn_kk": 50}}, cfg, _entry.COMBINED["evaluate"], sections)
-    with pytest.raises(UserError, match="robustness.reference='supervised'.*does not pass"):
-        _entry.check_params_file({**params, "robustness": {"reference": "supervised"}}, cfg,
-                                 _entry.COMBINED["evaluate"], sections)
+def test_the_combined_stage_reads_the_sections_of_its_three_areas() -> None:
+    from sslbench.params import schema, stage_overrides, stage_sections
 
+    assert "evaluate" not in schema()  # not a params.yaml section of its own
+    assert set(stage_sections("evaluate")) == {"study", "probe", "robustness", "ood"}
+    params = {"study": {"seed": 0}, "probe": {"knn": {"k": 21}}, "robustness": {"reference": "auto"},
+              "ood": {"knn_k": 51}}
+    cfg = _compose("evaluate", *stage_overrides(params, "evaluate", ["method=simclr"]))
+    assert cfg.probe.knn.k == 21 and cfg.ood.knn_k == 51
 
 def test_the_embeddings_of_the_method_and_of_the_reference_are_checked_against_their_manifests(
     tmp_path: Path,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
 from sslbench.errors import UserError
 from sslbench.eval.ood import DETERMINISTIC_SCORES, SCORES, STOCHASTIC_SCORES
@@ -89,7 +90,7 @@ def replace(key: str, value: str) -> list[str]:
 
 
 def run_stage(compose: Callable[..., Any], root: Path, method: str, *extra: str) -> dict[str, Any]:
-    cfg = compose("ood", [f"method_name={method}", f"paths.data={root / 'data'}", f"paths.models={root / 'models'}",
+    cfg = compose("ood", [f"method={method}", f"paths.data={root / 'data'}", f"paths.models={root / 'models'}",
                           f"paths.reports={root / 'reports'}", "probe.linear.epochs=5", "ood.knn_k=10", *extra])
     return ood.run(cfg)
 
@@ -98,7 +99,7 @@ def run_stage(compose: Callable[..., Any], root: Path, method: str, *extra: str)
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ood")
     write_study(root, "vicreg", stochastic=False)
-    write_study(root, "bayes_h_vicreg", stochastic=True)
+    write_study(root, "vicreg_bayes_h", stochastic=True)
     return root
 
 
@@ -109,14 +110,14 @@ def results(study: Path) -> dict[str, dict[str, Any]]:
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="sslbench.conf", version_base="1.3"):
-        out = {m: run_stage(compose, study, m) for m in ("vicreg", "bayes_h_vicreg")}
+        out = {m: run_stage(compose, study, m) for m in ("vicreg", "vicreg_bayes_h")}
     GlobalHydra.instance().clear()
     return out
 
 
 def test_metrics_file_keys_and_convention(study: Path, results: dict[str, dict[str, Any]]) -> None:
     det = json.loads((study / "reports" / "ood" / "vicreg.json").read_text())
-    sto = json.loads((study / "reports" / "ood" / "bayes_h_vicreg.json").read_text())
+    sto = json.loads((study / "reports" / "ood" / "vicreg_bayes_h.json").read_text())
     assert det == pytest.approx(results["vicreg"])
     assert list(det) == list(sto)  # identical key set (and order) across methods
     assert det["ood/convention"] == sto["ood/convention"] == "ood_positive"
@@ -136,7 +137,7 @@ def test_metrics_file_keys_and_convention(study: Path, results: dict[str, dict[s
 
 
 def test_deterministic_model_skips_stochastic_scores_with_reason(results: dict[str, dict[str, Any]]) -> None:
-    det, sto = results["vicreg"], results["bayes_h_vicreg"]
+    det, sto = results["vicreg"], results["vicreg_bayes_h"]
     assert all(name in det["ood/skipped"] for name in STOCHASTIC_SCORES) and "deterministic" in det["ood/skipped"]
     assert sto["ood/skipped"] == ""
     assert det["ood/sign/kl_knn"] is None and det["ood/validation/mean_sigma/auroc"] is None
@@ -150,7 +151,7 @@ def test_scores_detect_the_fake_ood_sets(results: dict[str, dict[str, Any]]) -> 
 
 
 def test_disputed_sign_is_chosen_on_validation_not_test(results: dict[str, dict[str, Any]]) -> None:
-    sto = results["bayes_h_vicreg"]
+    sto = results["vicreg_bayes_h"]
     # validation OOD sets have *larger* sigma than ID -> the reference orientation (larger sigma = ID) is flipped
     assert sto["ood/sign/mean_sigma"] == -1
     assert sto["ood/validation/mean_sigma/auroc"] > 0.9
@@ -160,7 +161,7 @@ def test_disputed_sign_is_chosen_on_validation_not_test(results: dict[str, dict[
 
 
 def test_roc_csv(study: Path) -> None:
-    for method, names in (("vicreg", DETERMINISTIC_SCORES), ("bayes_h_vicreg", SCORES)):
+    for method, names in (("vicreg", DETERMINISTIC_SCORES), ("vicreg_bayes_h", SCORES)):
         for group in ("near", "far"):
             with (study / "reports" / "ood" / "plots" / method / f"roc_{group}.csv").open() as fh:
                 rows = list(csv.reader(fh))
@@ -172,37 +173,31 @@ def test_roc_csv(study: Path) -> None:
 
 
 def test_bad_inputs(tmp_path: Path, compose: Callable[..., Any]) -> None:
-    write_study(tmp_path / "a", "m", stochastic=False, sizes={("digits", "test"): 1})
+    write_study(tmp_path / "a", "simclr", stochastic=False, sizes={("digits", "test"): 1})
     with pytest.raises(UserError, match=r"digits/test has 1 example.*at least 2"):
-        run_stage(compose, tmp_path / "a", "m")
-    write_study(tmp_path / "b", "m", stochastic=False, dims={("noise_textures", "test"): 32})
+        run_stage(compose, tmp_path / "a", "simclr")
+    write_study(tmp_path / "b", "simclr", stochastic=False, dims={("noise_textures", "test"): 32})
     with pytest.raises(UserError, match="dim 32 but the training embeddings have dim 256"):
-        run_stage(compose, tmp_path / "b", "m")
-    with pytest.raises(UserError, match="method_name"):
-        ood.run(compose("ood", []))
+        run_stage(compose, tmp_path / "b", "simclr")
+    with pytest.raises(ConfigCompositionException, match="You must specify 'method'"):  # Hydra lists them
+        compose("ood", [])
     with pytest.raises(UserError, match="ood.knn_k=1000 exceeds"):
-        run_stage(compose, tmp_path / "b", "m", "ood.knn_k=1000", *replace("dataset.ood.far", "{digits: test}"))
+        run_stage(compose, tmp_path / "b", "simclr", "ood.knn_k=1000", *replace("dataset.ood.far", "{digits: test}"))
     with pytest.raises(UserError, match="ood.kmeans_clusters must be >= 1"):
-        run_stage(compose, tmp_path / "b", "m", "ood.kmeans_clusters=0")
-    with pytest.raises(UserError, match="encoder.pt is missing; run `dvc repro pretrain@nope`"):
-        run_stage(compose, tmp_path / "b", "nope")
+        run_stage(compose, tmp_path / "b", "simclr", "ood.kmeans_clusters=0")
+    with pytest.raises(UserError, match="encoder.pt is missing; run `dvc repro pretrain@byol`"):
+        run_stage(compose, tmp_path / "b", "byol")
     from sslbench.models.encoder import Encoder, EncoderSpec, save_encoder
 
-    save_encoder(Encoder(EncoderSpec()), tmp_path / "b" / "models" / "m", {})  # retrained after embedding
-    with pytest.raises(UserError, match="another encoder .*run `dvc repro embed@m`"):
-        run_stage(compose, tmp_path / "b", "m")
+    save_encoder(Encoder(EncoderSpec()), tmp_path / "b" / "models" / "simclr", {})  # retrained after embedding
+    with pytest.raises(UserError, match="another encoder .*run `dvc repro embed@simclr`"):
+        run_stage(compose, tmp_path / "b", "simclr")
     assert not any((tmp_path / x / "reports").exists() for x in "ab")
 
 
 def test_stochastic_without_validation_sets_fails(study: Path, compose: Callable[..., Any]) -> None:
     with pytest.raises(UserError, match="dataset.ood.validation is empty"):
-        run_stage(compose, study, "bayes_h_vicreg", *replace("dataset.ood.validation", "{}"))
-
-
-def test_shared_classes_warn(tmp_path: Path) -> None:
-    write_study(tmp_path, "m", stochastic=False, digits_classes=["0", "Shape3", "7"])
-    with pytest.warns(ood.OODClassOverlapWarning, match="digits/test shares classes .*: shape3"):
-        ood._warn_shared_classes(tmp_path / "data", "shapes", "train", {"digits": "test", "shapes_heldout": "test"})
+        run_stage(compose, study, "vicreg_bayes_h", *replace("dataset.ood.validation", "{}"))
 
 
 def test_empty_group_gives_null_metrics(study: Path, compose: Callable[..., Any]) -> None:

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 
 from sslbench.errors import UserError
 from sslbench.stages import pretrain
+from sslbench.training.config import encoder_spec, optim_config, views_config
 
 CONF = Path(pretrain.__file__).parents[1] / "conf" / "method"
 ALL_METHODS = sorted(p.stem for p in CONF.glob("*.yaml"))
@@ -45,8 +46,8 @@ def test_every_method_config_composes_and_instantiates(compose: Compose, method:
     cfg = compose("pretrain", [f"method={method}"])
     assert cfg.method.name == method
     pretrain.check_config(cfg)
-    spec, optim = pretrain.encoder_spec(cfg), pretrain.optim_config(cfg)
-    views = instantiate(pretrain.views_config(cfg), _convert_="all")
+    spec, optim = encoder_spec(cfg), optim_config(cfg)
+    views = instantiate(views_config(cfg), _convert_="all")
     build = instantiate(cfg.method.module, _partial_=True, _convert_="all")
     module = build(encoder=spec, views=views, num_classes=10, optim=optim, batch_size=256)
     assert module.encoder.spec == spec
@@ -98,8 +99,8 @@ def test_a_few_steps_lower_the_loss_on_embedded_data(compose: Compose, tiny_data
     cfg = compose("pretrain", [f"method={method}", f"paths.data={tiny_data}"])
     torch.manual_seed(0)
     build = instantiate(cfg.method.module, _partial_=True, _convert_="all")
-    module = build(encoder=pretrain.encoder_spec(cfg), views=instantiate(pretrain.views_config(cfg), _convert_="all"),
-                   num_classes=10, optim=pretrain.optim_config(cfg), batch_size=32)
+    module = build(encoder=encoder_spec(cfg), views=instantiate(views_config(cfg), _convert_="all"),
+                   num_classes=10, optim=optim_config(cfg), batch_size=32)
     source = open_split(tiny_data, "shapes", "train")
     images = torch.from_numpy(source.images(slice(0, 32))).permute(0, 3, 1, 2).float() / 255
     labels = torch.from_numpy(source.labels[:32])

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from sslbench.errors import UserError
+from sslbench.eval import linear
 from sslbench.io import EmbeddingWriter
 from sslbench.models.encoder import Encoder, EncoderSpec, save_encoder
 from sslbench.stages import probe
@@ -36,7 +37,7 @@ def _one_thread() -> Iterator[None]:
 
 def overrides(root: Path, method: str, *extra: str) -> list[str]:
     return [f"paths.data={root / 'data'}", f"paths.models={root / 'models'}", f"paths.reports={root / 'reports'}",
-            f"method_name={method}", *FAST, *extra]
+            f"method={method}", *FAST, *extra]
 
 
 @pytest.fixture
@@ -51,12 +52,12 @@ def study(embedded_study: Path, tmp_path: Path) -> Path:  # noqa: F811
 def test_probe_reports_the_same_keys_for_deterministic_and_bayes_h(embedded_study: Path, tmp_path: Path  # noqa: F811
                                                                    ) -> None:
     out = {}
-    for method in ("simclr", "bayes_h"):
+    for method in ("simclr", "barlow_twins_bayes_h"):
         over = overrides(embedded_study, method, f"paths.reports={tmp_path}")
         metrics = probe.run(compose_cfg("probe", over))
         assert json.loads((tmp_path / "probe" / f"{method}.json").read_text()) == pytest.approx(metrics)
         out[method] = metrics
-    assert set(out["simclr"]) == set(out["bayes_h"])
+    assert set(out["simclr"]) == set(out["barlow_twins_bayes_h"])
     m = out["simclr"]
     expected = {"linear/top1", "linear/macro_acc", "linear/weight_decay", "linear/val_top1", "linear/top1_wd1e-04",
                 "linear/top1_wd1e-05", "linear/top1_wd1e-06", "knn/top1", "knn/macro_acc",
@@ -73,14 +74,15 @@ def test_probe_reports_the_same_keys_for_deterministic_and_bayes_h(embedded_stud
 def test_bayes_h_uses_sampled_logits(embedded_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
                                      ) -> None:
     calls: list[int] = []
-    real = probe.sampled_logits
+    real = linear.sampled_logits
 
     def spy(*args: object, **kwargs: int) -> np.ndarray:
         calls.append(kwargs["n_samples"])
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(probe, "sampled_logits", spy)
-    over = overrides(embedded_study, "bayes_h", f"paths.reports={tmp_path}", "probe.semisup.finetune.epochs=0")
+    monkeypatch.setattr(linear, "sampled_logits", spy)  # behind every Bayes-H logit
+    over = overrides(embedded_study, "barlow_twins_bayes_h", f"paths.reports={tmp_path}",
+                     "probe.semisup.finetune.epochs=0")
     probe.run(compose_cfg("probe", over))
     assert calls and set(calls) == {4}
 
@@ -105,8 +107,8 @@ def test_truncated_and_missing_tables(study: Path) -> None:
 
 def test_table_of_another_method_dimension_or_encoder(study: Path) -> None:
     emb = study / "data" / "embeddings"
-    shutil.copy(emb / "bayes_h" / "shapes" / "test.parquet", emb / "simclr" / "shapes" / "test.parquet")
-    _fails(study, r"test.parquet have method='bayes_h' but 'simclr' was expected.*dvc repro embed@simclr")
+    shutil.copy(emb / "barlow_twins_bayes_h" / "shapes" / "test.parquet", emb / "simclr" / "shapes" / "test.parquet")
+    _fails(study, r"test.parquet have method='barlow_twins_bayes_h' but 'simclr' was expected.*dvc repro embed@simclr")
     with EmbeddingWriter(emb / "simclr" / "shapes" / "test.parquet", method="simclr", dataset="shapes", split="test",
                          dim=8) as writer:
         writer.write(np.arange(3), np.zeros(3), np.zeros((3, 8), np.float32))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.errors import ConfigCompositionException
 
 from sslbench.data import corruptions as C
 from sslbench.errors import UserError
@@ -95,7 +96,7 @@ def _cfg(compose, root: Path, *extra: str):  # type: ignore[no-untyped-def]
 
 
 def test_metrics_match_the_hand_computed_errors(compose, study: Path) -> None:  # type: ignore[no-untyped-def]
-    out = robustness.run(_cfg(compose, study, "method_name=simclr", "robustness.gradcam.enabled=true",
+    out = robustness.run(_cfg(compose, study, "method=simclr", "robustness.gradcam.enabled=true",
                               "robustness.gradcam.n_images=2",
                               "robustness.gradcam.corruptions=[fog,pixelate]"))
     metrics = json.loads((study / "reports" / "robustness" / "simclr.json").read_text())
@@ -126,7 +127,7 @@ def test_metrics_match_the_hand_computed_errors(compose, study: Path) -> None:  
 
 
 def test_the_reference_itself_has_mce_one(compose, study: Path) -> None:  # type: ignore[no-untyped-def]
-    out = robustness.run(_cfg(compose, study, "method_name=supervised"))
+    out = robustness.run(_cfg(compose, study, "method=supervised"))
     assert out["robustness/mce"] == pytest.approx(1.0) and out["robustness/relative_mce"] == pytest.approx(1.0)
 
 
@@ -136,7 +137,7 @@ def test_alexnet_reference_on_imagenet(compose, study: Path, tmp_path: Path) -> 
     shutil.copytree(study / "data" / "corrupted" / "shapes", root / "data" / "corrupted" / "imagenet")
     subset = np.asarray(json.loads((root / "data" / "corrupted" / "imagenet" / "meta.json").read_text())["index"])
     _fake_method(root / "data", "imagenet", "simclr", k_method, subset, clean_wrong=0)
-    out = robustness.run(_cfg(compose, root, "method_name=simclr", "dataset=imagenet", "dataset.num_classes=10"))
+    out = robustness.run(_cfg(compose, root, "method=simclr", "dataset=imagenet", "dataset.num_classes=10"))
     assert out["robustness/reference"] == "alexnet"
     ce = [np.mean([k_method(ci, s) / N for s in range(1, 6)]) / ALEXNET_ERRORS[c] for ci, c in enumerate(C.COMMON)]
     assert out["robustness/mce"] == pytest.approx(np.mean(ce))
@@ -148,20 +149,20 @@ def test_missing_reference_names_the_stage_that_builds_it(compose, study: Path, 
     shutil.copytree(study / "data", data, ignore=shutil.ignore_patterns("supervised"))
     message = r"reference on 'shapes' is the study's `supervised`.*dvc repro embed@supervised"
     with pytest.raises(UserError, match=message):
-        robustness.run(_cfg(compose, study, "method_name=simclr", f"paths.data={data}"))
+        robustness.run(_cfg(compose, study, "method=simclr", f"paths.data={data}"))
 
 
 def test_bad_inputs(compose, study: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(UserError, match="method_name=<method>"):
-        robustness.run(_cfg(compose, study))
+    with pytest.raises(ConfigCompositionException, match="You must specify 'method'"):  # Hydra lists them
+        _cfg(compose, study)
     with pytest.raises(UserError, match="reference=alexnet uses AlexNet's ImageNet-C errors"):
-        robustness.run(_cfg(compose, study, "method_name=simclr", "robustness.reference=alexnet"))
+        robustness.run(_cfg(compose, study, "method=simclr", "robustness.reference=alexnet"))
     with pytest.raises(UserError, match="unknown robustness.reference 'vgg'"):
-        robustness.run(_cfg(compose, study, "method_name=simclr", "robustness.reference=vgg"))
+        robustness.run(_cfg(compose, study, "method=simclr", "robustness.reference=vgg"))
     with pytest.raises(UserError, match="unknown corruption 'fogg'"):
-        robustness.run(_cfg(compose, study, "method_name=simclr", "robustness.gradcam.corruptions=[fogg]"))
+        robustness.run(_cfg(compose, study, "method=simclr", "robustness.gradcam.corruptions=[fogg]"))
     with pytest.raises(UserError, match="corrupted/shapes/meta.json is missing; run `dvc repro corrupt`"):
-        robustness.run(_cfg(compose, study, "method_name=simclr", f"paths.data={tmp_path}"))
+        robustness.run(_cfg(compose, study, "method=simclr", f"paths.data={tmp_path}"))
     # stale corrupted embeddings (another subset): named, with the command that rebuilds them
     data = tmp_path / "stale"
     shutil.copytree(study / "data", data)
@@ -169,5 +170,5 @@ def test_bad_inputs(compose, study: Path, tmp_path: Path) -> None:  # type: igno
     meta["index"] = sorted({*meta["index"][1:], 79 if 79 not in meta["index"] else 78})
     (data / "corrupted" / "shapes" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="dvc repro embed@simclr"):
-        robustness.run(_cfg(compose, study, "method_name=simclr", f"paths.data={data}"))
+        robustness.run(_cfg(compose, study, "method=simclr", f"paths.data={data}"))
     assert not (study / "reports" / "robustness" / "nothing.json").exists()

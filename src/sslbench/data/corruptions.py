@@ -1,6 +1,6 @@
 """Corrupted test sets: the 19 ImageNet-C corruptions x 5 severities (Hendrycks & Dietterich, ICLR 2019).
 
-Two sources, one on-disk format (`data/corrupted/<dataset>/<corruption>/<severity>/`, DESIGN.md §3):
+Two sources, one on-disk format (`data/corrupted/<dataset>/<corruption>/<severity>/`, docs/datasets.md):
 
 - **generated** from the study's test split with `imagecorruptions` (the maintained `imagecorruptions-imaug` fork of
   bethgelab's package, same import name). Its severity constants are ImageNet-C's, so a generated set is
@@ -37,25 +37,16 @@ from typing import Any
 
 import numpy as np
 
+# the 19 corruptions in ImageNet-C order, their groups and the 15 of mCE (`COMMON`), defined in corruption_names
+from sslbench.data.corruption_names import COMMON, CORRUPTION_GROUPS, CORRUPTIONS, SEVERITIES
+from sslbench.data.corruption_names import EXTRA as EXTRA
+from sslbench.data.corruption_names import GROUP_OF as GROUP_OF
 from sslbench.data.splits import SplitSource
 from sslbench.errors import UserError, unknown_choice
 from sslbench.io import files_under, manifest_mismatch, read_json, sha256_manifest
 
 log = logging.getLogger("sslbench.corrupt")
 
-# ImageNet-C order (imagecorruptions' `corruption_tuple`); the first 15 are the benchmark, the last 4 held out.
-CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-    "extra": ("speckle_noise", "gaussian_blur", "spatter", "saturate"),
-}
-CORRUPTIONS: tuple[str, ...] = tuple(c for group in CORRUPTION_GROUPS.values() for c in group)
-COMMON: tuple[str, ...] = CORRUPTIONS[:15]
-EXTRA: tuple[str, ...] = CORRUPTION_GROUPS["extra"]
-GROUP_OF: dict[str, str] = {c: g for g, cs in CORRUPTION_GROUPS.items() for c in cs}
-SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 MIN_SIZE = 32  # imagecorruptions.corrupt: "width and height must be at least 32 pixels"
 RESIZE_POLICIES = ("upsample", "error")
 SOURCES = ("generate", "imagenet_c", "cifar10_c")
@@ -569,33 +560,3 @@ def write_summary(directory: Path, meta: dict[str, Any]) -> None:
     manifest = sha256_manifest(_set_files(directory))
     (directory / "meta.json").write_text(json.dumps({**meta, MANIFEST: manifest}, indent=2) + "\n")
 
-
-def corruption_grid(
-    clean: np.ndarray, corrupted: dict[tuple[str, int], np.ndarray], path: Path, title: str
-) -> None:
-    """A PNG with one row per corruption: the clean image, then the image at each severity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sslbench.data.grid import tile
-    from sslbench.io import atomic_path
-
-    corruptions = list(dict.fromkeys(c for c, _ in corrupted))
-    severities = sorted({s for _, s in corrupted})
-    mosaic, h, w, gap = tile([[clean, *(corrupted.get((c, s)) for s in severities)] for c in corruptions])
-    fig, ax = plt.subplots(figsize=((len(severities) + 1) * 0.9 + 1.6, len(corruptions) * 0.9 + 0.4))
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(corruptions))], corruptions, fontsize=7)
-    ax.set_xticks([col * (w + gap) + w / 2 for col in range(len(severities) + 1)],
-                  ["clean", *(f"severity {s}" for s in severities)], fontsize=7)
-    ax.xaxis.tick_top()
-    ax.tick_params(left=False, top=False)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

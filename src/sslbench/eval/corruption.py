@@ -1,5 +1,5 @@
 """The mean-corruption-error family (Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common
-Corruptions and Perturbations", ICLR 2019, https://arxiv.org/abs/1903.12261; REFERENCE.md §2.4).
+Corruptions and Perturbations", ICLR 2019, https://arxiv.org/abs/1903.12261).
 
 With E_{c,s} the top-1 error on corruption c at severity s and E_clean the clean error, against a reference model:
 
@@ -10,7 +10,8 @@ With E_{c,s} the top-1 error on corruption c at severity s and E_clean the clean
 The reference is AlexNet on ImageNet (severity-averaged errors from google-research/augmix `imagenet.py`) and, on
 any other dataset, the study's own `supervised` model (there is no AlexNet there); it is always named in the
 output. Unnormalised numbers are reported too: the mean error over the 15 corruptions x severities (the CIFAR-10-C
-convention, 100 − mean accuracy) and the robustness seed's "mean error (19)" over all 19 corruptions.
+convention, 100 − mean accuracy) and the "mean error (19)" of Chhipa et al. 2023 (arXiv:2308.02525) over all 19
+corruptions.
 
 All errors here are fractions in [0, 1]; CE values are ratios (mCE 0.767 is the "76.7" of the papers). A quantity
 whose inputs are missing (a corruption not in the study) or undefined (a reference that does not degrade, so a
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sslbench.data.corruptions import COMMON, CORRUPTION_GROUPS, CORRUPTIONS, SEVERITIES
+from sslbench.data.corruption_names import COMMON, CORRUPTION_GROUPS, CORRUPTIONS, SEVERITIES
 from sslbench.errors import UserError
 
 ErrorTable = Mapping[str, Mapping[int, float]]  # corruption -> severity -> top-1 error
@@ -152,7 +153,7 @@ def robustness_metrics(errors: ErrorTable, clean_error: float, reference: Refere
     """Every robustness number as flat `robustness/...` metrics (fractions; CE values are ratios).
 
     Keys: `reference` (name), `clean_error`, `reference_clean_error`, `mce` and `relative_mce` (15, normalised),
-    `mean_error_15` (unnormalised, CIFAR-10-C convention), `mean_error_19` (the robustness seed's number), and per
+    `mean_error_15` (unnormalised, CIFAR-10-C convention), `mean_error_19` (the number of Chhipa et al. 2023), and per
     corruption `error/<c>` (severity mean), `ce/<c>`, `relative_ce/<c>` (where the reference covers c), per group
     `group/<g>/error` (mean over those of its corruptions in the study x severities) and `group/<g>/ce` (mean CE,
     where the reference covers the whole group).

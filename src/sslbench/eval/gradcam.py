@@ -1,4 +1,5 @@
-"""Grad-CAM of the frozen encoder with the linear probe as classifier (REFERENCE.md §2.4).
+"""Grad-CAM of the frozen encoder with the linear probe as classifier: the maps, as arrays (the robustness area
+draws them with `sslbench.report.panels.gradcam_panel`).
 
 Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
 ICCV 2017, https://arxiv.org/abs/1610.02391): for target class c and feature maps A^k of a layer,
@@ -16,9 +17,7 @@ of the robustness evaluation's time per method; the computation itself is the fe
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -98,74 +97,3 @@ def _unit_range(cams: torch.Tensor) -> torch.Tensor:
     cams = cams - low
     return cams / (1e-7 + cams.amax(dim=(1, 2), keepdim=True))
 
-
-def jet(cam: np.ndarray) -> np.ndarray:
-    """float RGB (H, W, 3) in [0, 1]: the CAM (H, W) in matplotlib's jet colormap."""
-    from matplotlib import colormaps
-
-    return np.asarray(colormaps["jet"](np.clip(cam, 0, 1))[..., :3])
-
-
-def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3): the image (float in [0, 1]) and the jet-coloured CAM, half each, scaled to a maximum of 1
-    (pytorch-grad-cam's `show_cam_on_image` with its defaults, with matplotlib's jet instead of OpenCV's)."""
-    mixed = 0.5 * jet(cam) + 0.5 * image
-    return (255 * mixed / mixed.max()).astype(np.uint8)
-
-
-@dataclass(frozen=True)
-class CamRow:
-    """One condition of the panel (e.g. `clean`, `fog (3)`): images uint8 (N, H, W, 3), their CAMs (N, H, W),
-    true labels and predictions (N,)."""
-
-    title: str
-    images: np.ndarray
-    cams: np.ndarray
-    labels: np.ndarray
-    predictions: np.ndarray
-
-
-def gradcam_panel(rows: Sequence[CamRow], classes: Sequence[str], path: str | os.PathLike[str], title: str) -> None:
-    """Write a PNG: one row per condition, and for each image three panels image | CAM | overlay, headed by the
-    condition, true and predicted class, marked correct (green) or wrong (red)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sslbench.data.grid import tile
-    from sslbench.io import atomic_path
-
-    n_images = max(len(r.images) for r in rows)
-    cells: list[list[np.ndarray | None]] = []
-    for row in rows:
-        line: list[np.ndarray | None] = []
-        for i in range(n_images):
-            if i >= len(row.images):
-                line += [None, None, None]
-                continue
-            image = row.images[i].astype(np.float32) / 255.0
-            line += [row.images[i], jet(row.cams[i]), overlay(image, row.cams[i])]
-        cells.append(line)
-    # one axes for the whole panel (an axes per cell cost ~1.5 s per method); titles as text above each image
-    side = int(rows[0].images.shape[1])
-    row_gap = side // 2 + 4  # room for the three title lines above each row
-    mosaic, h, w, gap = tile(cells, row_gap=row_gap)
-    fig, ax = plt.subplots(figsize=(3 * n_images * 1.25, len(rows) * 1.7 + 0.5))
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_axis_off()
-    for r, row in enumerate(rows):
-        top = r * (h + row_gap)
-        for i in range(min(n_images, len(row.images))):
-            left = 3 * i * (w + gap)
-            correct = int(row.predictions[i]) == int(row.labels[i])
-            ax.text(left, top - 0.5, f"{row.title}\ntrue {classes[int(row.labels[i])]} / pred "
-                    f"{classes[int(row.predictions[i])]}\n{'correct' if correct else 'wrong'}", fontsize=6,
-                    ha="left", va="bottom", color="green" if correct else "red")
-            ax.text(left + (w + gap) + w / 2, top - 0.5, "Grad-CAM", fontsize=6, ha="center", va="bottom")
-            ax.text(left + 2 * (w + gap) + w / 2, top - 0.5, "overlay", fontsize=6, ha="center", va="bottom")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""OOD detection scores over precomputed embeddings (REFERENCE.md §2.5; stochastic embeddings §1.3).
+"""OOD detection scores over precomputed embeddings, deterministic or stochastic (mu and logvar of q).
 
 Every score maps arrays to one number per sample with **higher = more in-distribution** (the orientation that
 `sslbench.eval.ood_metrics` expects). Scores fitted on the main training split (Mahalanobis, kNN, k-means, KL-kNN)
@@ -16,8 +16,8 @@ never see a validation or test sample.
 | `prior_log_density` | log p(μ(x)) under the model's learned prior | Janiak et al. |
 | `kl_knn` | k-th smallest KL(q(x) ‖ q(x_j)) over train samples x_j | Janiak et al. |
 
-f is the linear probe of `sslbench.eval.linear` (the probe stage's probe); for Bayes-H its logits are averaged
-over draws of q(h) (`sampled_logits`, as the probe stage and the reference's OpenOOD wrapper do). SSD uses one
+f is the linear probe of `sslbench.eval.linear` (the probe area's probe); for Bayes-H its logits are averaged
+over draws of q(h) (`sampled_logits`, as the probe area and the reference's OpenOOD wrapper do). SSD uses one
 covariance per cluster; we tie it across clusters like `mahalanobis`, because per-cluster covariances are singular
 on the small clusters of the CPU study.
 

@@ -1,4 +1,4 @@
-"""OOD detection metrics with a stated positive class (REFERENCE.md §2.5).
+"""OOD detection metrics with a stated positive class.
 
 Convention (`CONVENTION = "ood_positive"`, the one of OpenOOD v1.5 and pytorch-ood; the ODIN paper takes ID as
 positive instead). Every score given to these functions is an *in-distribution score*: higher = more

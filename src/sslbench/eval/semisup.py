@@ -1,4 +1,4 @@
-"""Semi-supervised evaluation by full fine-tuning on a small labelled subset (REFERENCE.md §2.2).
+"""Semi-supervised evaluation by full fine-tuning on a small labelled subset.
 
 Protocol (stochastic-SSL repo): the pretrained backbone plus a new linear head are fine-tuned on a class-balanced
 1% or 10% subset of the train labels (`sslbench.eval.subsets`) with AdamW (backbone lr 1e-4, head lr 1e-3,
@@ -8,7 +8,7 @@ never the test set. Stochastic-H (Bayes-H) encoders apply the head to each of M 
 logits, in training and in evaluation.
 
 Deviations, both deliberate: images are not augmented (the protocol does not name augmentations, and the probe
-stage must stay within the CPU budget); the loop is plain PyTorch rather than a Lightning `Trainer` because the
+area must stay within the CPU budget); the loop is plain PyTorch rather than a Lightning `Trainer` because the
 evaluation stages must not import Lightning (~7 s per process) and the loop is one screen long.
 
 Images are read in batches from an `ImageSource` (`sslbench.data.splits.SplitSource`), never all at once.
@@ -82,7 +82,7 @@ class ImageSource(Protocol):
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Fine-tuning hyper-parameters (REFERENCE.md §2.2 values as defaults; epochs are the upper bound)."""
+    """Fine-tuning hyper-parameters (the stochastic-SSL protocol's values as defaults; epochs are the upper bound)."""
 
     epochs: int = 50
     patience: int = 5

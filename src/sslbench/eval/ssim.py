@@ -1,4 +1,5 @@
-"""Structural similarity (SSIM) between each corrupted image and its own clean image (REFERENCE.md §2.4).
+"""Structural similarity (SSIM) between each corrupted image and its own clean image (the corrupt stage
+tabulates and plots it per corruption and severity, a measure of how strong each corruption is).
 
 SSIM (Wang et al., "Image quality assessment: from error visibility to structural similarity", IEEE TIP 2004,
 https://doi.org/10.1109/TIP.2003.819861), with the local statistics of scikit-image's default
@@ -79,30 +80,3 @@ def paired_ssim(
         raise ValueError(f"corrupted images with indices {missing} have no clean image")
     return ssim(np.asarray(clean)[order[pos]], corrupted, data_range)
 
-
-def ssim_table_figure(rows: list[dict[str, object]], path: str, title: str) -> None:
-    """Plot SSIM against severity, one line per corruption, one panel per group (seaborn), as a PNG at `path`.
-
-    `rows` are the records of `reports/corrupt/ssim.csv` (corruption, group, severity, ssim_mean, ...).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
-    from sslbench.io import atomic_path
-
-    frame = pd.DataFrame(rows)
-    groups = list(dict.fromkeys(frame["group"]))
-    grid = sns.relplot(
-        data=frame, x="severity", y="ssim_mean", hue="corruption", col="group", col_order=groups, kind="line",
-        marker="o", height=2.6, aspect=0.9, facet_kws={"sharey": True},
-    )
-    grid.set(ylim=(min(0.0, float(frame["ssim_mean"].min())), 1.0), xticks=sorted(set(frame["severity"])))
-    grid.set_axis_labels("severity", "SSIM to clean (mean)")
-    grid.figure.suptitle(title, fontsize=9, y=1.02)
-    with atomic_path(path) as tmp:
-        grid.figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(grid.figure)

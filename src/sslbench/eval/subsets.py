@@ -1,4 +1,4 @@
-"""Class-balanced label subsets for semi-supervised evaluation (1% / 10%; REFERENCE.md §2.2).
+"""Class-balanced label subsets for semi-supervised evaluation (1% / 10%, as in SimCLR and stochastic SSL).
 
 A `fraction` subset keeps, in every class c with n_c training examples, k_c = round(fraction * n_c) of them
 (round half up), drawn uniformly without replacement. Every class keeps the same fraction of its examples, so the

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-from sslbench.report.load import CORRUPTION_GROUPS, CORRUPTIONS, STANDARD_CORRUPTIONS
+from sslbench.data.corruption_names import COMMON, CORRUPTION_GROUPS, CORRUPTIONS
 
 
 def _pyplot() -> Any:
@@ -157,7 +157,7 @@ def error_vs_severity(errors: pd.DataFrame | None, path: Path, *, methods: Seque
     if errors is None or errors.empty:
         return None
     per_group = errors.groupby(["method", "group", "severity"], as_index=False)["error"].mean()
-    standard = errors[errors["corruption"].isin(STANDARD_CORRUPTIONS)]
+    standard = errors[errors["corruption"].isin(COMMON)]
     overall = standard.groupby(["method", "severity"], as_index=False)["error"].mean().assign(group="mean (15)")
     frame = pd.concat([overall, per_group], ignore_index=True)
     panels = ["mean (15)", *[g for g in CORRUPTION_GROUPS if g in set(frame["group"])],

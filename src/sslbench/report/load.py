@@ -1,4 +1,4 @@
-"""Load every metrics file and plot table that `report` reads, tolerating missing ones (DESIGN.md §2-3).
+"""Load every metrics file and plot table that `report` reads, tolerating missing ones (docs/pipeline.md).
 
 A missing or unreadable input never raises here: it becomes a `MissingInput` naming the file and the
 `dvc repro` command that rebuilds it, and the tables show "—" for it. The stage raises only when nothing at all
@@ -13,30 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sslbench.data.corruption_names import COMMON
+from sslbench.data.corruption_names import CORRUPTION_GROUPS as CORRUPTION_GROUPS
+from sslbench.data.corruption_names import CORRUPTIONS as CORRUPTIONS
+from sslbench.data.corruption_names import corruption_group as corruption_group
+
 if TYPE_CHECKING:
     import pandas as pd
 
 # Per-method metrics files, in report order: area -> the stage that writes reports/<area>/<method>.json.
 AREAS: tuple[str, ...] = ("pretrain", "probe", "robustness", "ood")
 
-# REFERENCE.md §2.4: the 15 standard corruptions in 4 groups, plus 4 held-out "extra" ones.
-CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-    "extra": ("speckle_noise", "gaussian_blur", "spatter", "saturate"),
-}
-CORRUPTIONS: tuple[str, ...] = tuple(c for group in CORRUPTION_GROUPS.values() for c in group)
-STANDARD_CORRUPTIONS: tuple[str, ...] = tuple(c for g, cs in CORRUPTION_GROUPS.items() if g != "extra" for c in cs)
-
-
-def corruption_group(name: str) -> str:
-    """The REFERENCE.md §2.4 group of a corruption ("other" for a name outside the 19)."""
-    for group, members in CORRUPTION_GROUPS.items():
-        if name in members:
-            return group
-    return "other"
+# ImageNet-C's corruption names (Hendrycks & Dietterich 2019), defined in sslbench.data.corruption_names: the 15
+# standard ones of mCE (`COMMON` there) in 4 groups, plus 4 held-out "extra" ones
+STANDARD_CORRUPTIONS: tuple[str, ...] = COMMON
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`corrupt`: the corrupted test sets, 19 corruptions x 5 severities, generated or located (DESIGN.md §2).
+"""`corrupt`: the corrupted test sets, 19 corruptions x 5 severities, generated or located
+(`sslbench.corrupted_sets`).
 
 python -m sslbench.stages.corrupt dataset=shapes study.seed=0 corrupt.n_images=100 corrupt.workers=2
 
@@ -14,18 +15,18 @@ import csv
 import io
 import logging
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 
+from sslbench.corrupted_sets import generate_sets, locate_cifar10_c, locate_imagenet_c
 from sslbench.data import corruptions as C
-from sslbench.data.splits import SplitSource, open_split, write_index
+from sslbench.data.splits import SplitSource, open_split
 from sslbench.errors import UserError, unknown_choice
-from sslbench.eval.ssim import paired_ssim, ssim_table_figure
-from sslbench.io import atomic_path, ensure_writable, write_split, write_text
+from sslbench.io import atomic_path, ensure_writable, write_text
+from sslbench.report.panels import corruption_grid, ssim_table_figure
 from sslbench.stages._entry import stage_main
 
 log = logging.getLogger("sslbench.corrupt")
@@ -41,13 +42,6 @@ def _n_images(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"corrupt.n_images must be a positive integer or `all`, got {value!r}")
     return value
-
-
-def _generator_name() -> str:
-    try:
-        return f"imagecorruptions-imaug {version('imagecorruptions-imaug')}"
-    except PackageNotFoundError:  # pragma: no cover - the original package, same import name
-        return "imagecorruptions"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -91,61 +85,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": seed,
         "classes": test.classes,
     }
-    ssim_rows: list[dict[str, Any]] = []
-    firsts: dict[tuple[str, int], np.ndarray] = {}
     with atomic_path(C.corrupted_root(data_root, dataset)) as tmp:
         tmp.mkdir()
         if source_kind == "generate":
-            clean = _generate(cfg, test, index, corruption_names, severities, tmp, family, ssim_rows, firsts)
+            built = generate_sets(test, index, corruption_names, severities, tmp, family, workers=int(c.workers),
+                                  min_size=int(c.min_size), resize=str(c.resize))
         elif source_kind == "cifar10_c":
-            clean = _locate_cifar10_c(raw_root, test, index, corruption_names, severities, tmp, family, ssim_rows,
-                                      firsts)
+            built = locate_cifar10_c(raw_root, test, index, corruption_names, severities, tmp, family)
         else:
-            clean = _locate_imagenet_c(raw_root, cfg, test, index, corruption_names, severities, tmp, family,
-                                       ssim_rows, firsts)
+            built = locate_imagenet_c(raw_root, test, index, corruption_names, severities, tmp, family,
+                                      image_size=int(cfg.dataset.image_size))
         C.write_summary(tmp, family)
     seconds = time.perf_counter() - start
 
-    _write_ssim(ssim_rows, reports, f"SSIM to clean: {family['name']}, n={len(index)} per set")
+    _write_ssim(built.ssim_rows, reports, f"SSIM to clean: {family['name']}, n={len(index)} per set")
     if c.samples and len(index):
-        C.corruption_grid(clean[0], firsts, reports / "samples.png", f"{family['name']}: test image {int(index[0])}")
+        corruption_grid(built.clean[0], built.firsts, reports / "samples.png",
+                        f"{family['name']}: test image {int(index[0])}")
     n_sets = len(corruption_names) * len(severities)
     rate = n_sets * len(index) / max(seconds, 1e-9)
     log.info(
         "corrupt: %s, %d sets x %d images (%s) in %.1fs (%.0f img/s), mean SSIM %.3f -> %s",
         family["name"], n_sets, len(index), source_kind, seconds, rate,
-        float(np.mean([r["ssim_mean"] for r in ssim_rows])) if ssim_rows else float("nan"),
+        float(np.mean([r["ssim_mean"] for r in built.ssim_rows])) if built.ssim_rows else float("nan"),
         C.corrupted_root(data_root, dataset),
     )
     return {"name": family["name"], "sets": n_sets, "n_images": len(index), "seconds": seconds,
             "images_per_s": rate}
-
-
-def _ssim_row(corruption: str, severity: int, values: np.ndarray) -> dict[str, Any]:
-    return {
-        "corruption": corruption,
-        "group": C.GROUP_OF[corruption],
-        "severity": severity,
-        "ssim_mean": float(values.mean()) if len(values) else float("nan"),
-        "ssim_std": float(values.std()) if len(values) else float("nan"),
-        "n": len(values),
-    }
-
-
-def _set_meta(family: dict[str, Any], corruption: str, severity: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "dataset": family["dataset"],
-        "name": family["name"],
-        "source": family["source"],
-        "source_split": family["source_split"],
-        "corruption": corruption,
-        "group": C.GROUP_OF[corruption],
-        "severity": severity,
-        "seed": family["seed"],
-        "classes": family["classes"],
-        "index": family["index"],
-        **extra,
-    }
 
 
 def _check_resolution(cfg: DictConfig, test: SplitSource, shape: tuple[int, ...], corruption_names: list[str]) -> None:
@@ -165,99 +131,6 @@ def _check_resolution(cfg: DictConfig, test: SplitSource, shape: tuple[int, ...]
             "corrupt.resize=upsample (bicubic up to %d px, corrupt, box-filter back to %dx%d)",
             test.name, height, width, c.min_size, name, c.min_size, height, width,
         )
-
-
-def _generate(
-    cfg: DictConfig, test: SplitSource, index: np.ndarray, corruption_names: list[str], severities: list[int],
-    out: Path, family: dict[str, Any], ssim_rows: list[dict[str, Any]], firsts: dict[tuple[str, int], np.ndarray],
-) -> np.ndarray:
-    c = cfg.corrupt
-    clean = test.images(index)
-    labels = test.labels[index]
-    family["name"] = f"{family['dataset']} test with ImageNet-C corruptions (imagecorruptions, ImageNet-C constants)"
-    family["constants"] = "imagenet_c"
-    family["generator"] = _generator_name()
-    resized = min(clean.shape[1:3]) < int(c.min_size)
-    family["resize"] = {"min_size": int(c.min_size), "policy": str(c.resize), "applied": resized}
-    for corruption, severity, images in C.generate_corrupted(
-        clean, index, corruption_names, severities, seed=family["seed"], workers=int(c.workers),
-        min_size=int(c.min_size), resize=str(c.resize),
-    ):
-        meta = _set_meta(family, corruption, severity, generator=family["generator"], constants="imagenet_c",
-                         resize=family["resize"])
-        write_split(out / corruption / str(severity), images, labels, meta)
-        ssim_rows.append(_ssim_row(corruption, severity, paired_ssim(clean, index, images, index)))
-        if len(images):
-            firsts[(corruption, severity)] = images[0]
-    return clean
-
-
-def _locate_cifar10_c(
-    root: Path, test: SplitSource, index: np.ndarray, corruption_names: list[str], severities: list[int],
-    out: Path, family: dict[str, Any], ssim_rows: list[dict[str, Any]], firsts: dict[tuple[str, int], np.ndarray],
-) -> np.ndarray:
-    from tqdm import tqdm
-
-    family.update(name="CIFAR-10-C", constants="cifar10_c", root=str(root))
-    clean = test.images(index)
-    for corruption in corruption_names:  # check every file before writing anything
-        if not (root / f"{corruption}.npy").is_file() or not (root / "labels.npy").is_file():
-            missing = root / f"{corruption}.npy" if (root / "labels.npy").is_file() else root / "labels.npy"
-            raise UserError(f"CIFAR-10-C not found: {missing} is missing. Get {C.CIFAR10_C_HELP}; "
-                            "set corrupt.root=<root>")
-    pairs = [(c, s) for c in corruption_names for s in severities]
-    for corruption, severity in tqdm(pairs, desc="CIFAR-10-C", unit="set"):
-        images, labels = C.load_cifar10_c(root, corruption, severity, index, test.labels)
-        if images.shape[1:] != clean.shape[1:]:
-            raise UserError(
-                f"CIFAR-10-C images are {images.shape[1:]} but the study's test images are {clean.shape[1:]}; "
-                "prepare CIFAR-10 at 32 px (dataset.image_size=32)"
-            )
-        write_split(out / corruption / str(severity), images, labels,
-                    _set_meta(family, corruption, severity, constants="cifar10_c", root=str(root)))
-        ssim_rows.append(_ssim_row(corruption, severity, paired_ssim(clean, index, images, index)))
-        if len(images):
-            firsts[(corruption, severity)] = images[0]
-    return clean
-
-
-def _test_paths(test: SplitSource) -> list[str]:
-    index_csv = test.directory / "index.csv"
-    if not index_csv.is_file():
-        raise UserError(
-            f"ImageNet-C pairs by file name with the ImageNet validation images, but {test.directory} has no "
-            "index.csv (paths); prepare ImageNet as an index (`dvc repro prepare`)"
-        )
-    with index_csv.open(newline="") as fh:
-        return [row["path"] for row in csv.DictReader(fh)]
-
-
-def _locate_imagenet_c(
-    root: Path, cfg: DictConfig, test: SplitSource, index: np.ndarray, corruption_names: list[str],
-    severities: list[int], out: Path, family: dict[str, Any], ssim_rows: list[dict[str, Any]],
-    firsts: dict[tuple[str, int], np.ndarray],
-) -> np.ndarray:
-    from tqdm import tqdm
-
-    family.update(name="ImageNet-C", constants="imagenet_c", root=str(root))
-    size = int(test.meta.get("image_size", cfg.dataset.image_size))
-    paths = _test_paths(test)
-    pairs = [(c, s) for c in corruption_names for s in severities]
-    rows = {p: C.imagenet_c_rows(root, *p, index, paths, test.labels, test.classes) for p in pairs}  # checks first
-    test_root = Path(test.meta["root"])
-    clean = np.stack([C.imagenet_c_clean_view(test_root / paths[i], size) for i in index]) if len(index) else \
-        np.zeros((0, size, size, 3), np.uint8)
-    for corruption, severity in tqdm(pairs, desc="ImageNet-C", unit="set"):
-        meta = _set_meta(family, corruption, severity, constants="imagenet_c", root=str(root), image_size=size)
-        directory = out / corruption / str(severity)
-        write_index(directory, rows[(corruption, severity)], meta)
-        located = SplitSource(directory, np.asarray([r[1] for r in rows[(corruption, severity)]]), meta,
-                                _paths=[root / r[0] for r in rows[(corruption, severity)]])
-        images = located.images(slice(None))
-        ssim_rows.append(_ssim_row(corruption, severity, paired_ssim(clean, index, images, index)))
-        if len(images):
-            firsts[(corruption, severity)] = images[0]
-    return clean
 
 
 def _write_ssim(rows: list[dict[str, Any]], reports: Path, title: str) -> None:

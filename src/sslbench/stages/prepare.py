@@ -1,4 +1,5 @@
-"""`prepare`: materialise every dataset the study names under `data/datasets/` (DESIGN.md §2).
+"""`prepare`: materialise every dataset the study names under `data/datasets/` (`sslbench.data.registry`), with a
+sample grid per split (`reports/prepare/<dataset>_<split>.png`).
 
 python -m sslbench.stages.prepare dataset=shapes study.seed=0 prepare.shapes.n_train=4000
 """
@@ -13,10 +14,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sslbench.data.embedded import ShapesConfig
-from sslbench.data.grid import sample_grid
 from sslbench.data.registry import check_names, prepare_dataset
 from sslbench.data.splits import open_split
 from sslbench.io import ensure_writable
+from sslbench.report.panels import sample_grid
 from sslbench.stages._entry import stage_main
 
 log = logging.getLogger("sslbench.prepare")
