@@ -1,4 +1,4 @@
-"""Atomic writes after a `kill -9` and into folders that cannot be written (issue 9)."""
+"""Atomic writes after a `kill -9` and into folders that cannot be written (docs/reliability.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tier 3: the real pipeline (DESIGN.md §8). `dvc repro` of a tiny study in a temporary copy of the repository,
+"""Tier 3: the real pipeline (docs/pipeline.md). `dvc repro` of a tiny study in a temporary copy of the repository,
 then `dvc exp run -S ...`, `dvc metrics diff`, selective reruns, and bad params."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Helpers of the tier-3 tests (DESIGN.md §8): a git + DVC copy of the repository with tiny params, commands run in
+"""Helpers of the tier-3 tests (docs/pipeline.md): a git + DVC copy of the repository with tiny params, commands run in
 it, and what a test compares afterwards (metrics files, dvc.lock, leftovers).
 
 Used by tests/test_pipeline.py and tests/test_reliability.py. Tests never touch the network and never write into

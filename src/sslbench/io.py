@@ -200,7 +200,7 @@ def sha256_array(array: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a dataset in the on-disk format of DESIGN.md §3 (small sets).
+    """One split of a dataset in the on-disk format of docs/datasets.md (small sets).
 
     images: uint8 (N, H, W, 3); labels: int64 (N,); meta: the split's meta.json.
     """
@@ -277,8 +277,8 @@ def temp_dir(prefix: str = "sslbench-") -> Iterator[Path]:
 
 EMBED_REBUILD = "dvc repro embed@{method}"
 # the sha256 of every table of a method's embedding folder, written last by the embed stage: the evaluate stage
-# depends on this one file instead of the folder (~100 tables for DVC to walk on every call; README, "Design
-# changes") and checks the tables against it before reading them (`verify_embeddings`)
+# depends on this one file instead of the folder (~100 tables for DVC to walk on every call;
+# docs/design.md) and checks the tables against it before reading them (`verify_embeddings`)
 EMBED_MANIFEST = "manifest.json"
 EMBED_TABLES = "*/*.parquet"  # a method folder's tables: <dataset>/<split>.parquet
 STOCHASTIC_SPACES = ("none", "h", "z")
@@ -286,7 +286,7 @@ STOCHASTIC_SPACES = ("none", "h", "z")
 
 @dataclass(frozen=True)
 class Embeddings:
-    """A cached embedding table (DESIGN.md §3).
+    """A cached embedding table (docs/datasets.md).
 
     embedding: float32 (N, D), the downstream representation; mu/logvar: float32 (N, S) of the stochastic space
     (Bayes models only, else None); meta: the Parquet key-value metadata (method, dataset, split, dim, ...).

@@ -1,4 +1,4 @@
-"""Real datasets through the same interface as the embedded ones (DESIGN.md §3, §6).
+"""Real datasets through the same interface as the embedded ones (docs/datasets.md).
 
 Each entry of `REAL_DATASETS` materialises `data/datasets/<name>/{train,val,test}/` from the dataset's official
 on-disk layout under `<raw_root>/<name>/` (`prepare.root`, default `data/raw`), downloading it first when

@@ -2,9 +2,9 @@
 
 Why small readers here and not `torchvision.datasets.{CIFAR10,SVHN,STL10,MNIST}`: those classes re-hash whole
 data files with MD5 on every construction (STL-10: the 2.7 GB unlabeled file, needed or not) and accept only
-their own sub-folder names; CIFAR's python version is a pickle (issue 9: no unpickling of files the user did not
-produce). Each format below is a few lines, documented at its reader; downloads are checksum-verified by
-`sslbench.data.download` with torchvision's MD5s.
+their own sub-folder names; CIFAR's python version is a pickle (nothing the user did not produce is
+unpickled: docs/reliability.md). Each format below is a few lines, documented at its reader; downloads are
+checksum-verified by `sslbench.data.download` with torchvision's MD5s.
 
 CIFAR: the *binary* version is read (plain records, no pickle). An existing copy of the python version (what
 torchvision downloads) is accepted too, through `restricted_unpickle`, which admits only the numpy array

@@ -6,7 +6,7 @@ it into `Split`s, and the text the offline error shows. `build(spec, ctx)` does 
 1. locate the layout under `<raw_root>/<name>/`; if absent and `download` is on, fetch the official files
    (`download.RESOURCES[name]`, checksum-verified) and locate again; otherwise raise the offline `UserError`;
 2. read every split (nothing is written until all splits have been read and checked);
-3. write `data/datasets/<name>/<split>/` in the DESIGN.md §3 format: small sets as `images.npy` resized to the
+3. write `data/datasets/<name>/<split>/` in the format of docs/datasets.md: small sets as `images.npy` resized to the
    study resolution (`io.write_split`), large sets as `index.csv` of paths relative to the located root
    (`splits.write_index`), decoded and resized on access by `splits.open_split`.
 

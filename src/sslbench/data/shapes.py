@@ -1,4 +1,4 @@
-"""`shapes`: a procedurally generated, seeded, class-structured RGB image set (DESIGN.md §6).
+"""`shapes`: a procedurally generated, seeded, class-structured RGB image set (docs/datasets.md).
 
 The label is the shape alone. Nuisances, all drawn per image from the seed: foreground colour, position, scale,
 rotation, a background texture (flat, gradient, stripes, checkerboard or smooth noise) with its own colours, and
@@ -66,7 +66,7 @@ SHAPES: dict[str, Mask] = {
 }
 TEXTURES = ("flat", "gradient", "stripes", "checker", "blobs")
 # Difficulty of the in-distribution images, calibrated so that every method learns within the default CPU budget
-# (README, "Calibration"): shape radius as a fraction of the half-width, background texture contrast, pixel noise.
+# (docs/calibration.md): shape radius as a fraction of the half-width, background texture contrast, pixel noise.
 SCALE_RANGE = (0.55, 0.85)
 BG_CONTRAST = 0.35
 NOISE_MAX = 0.05

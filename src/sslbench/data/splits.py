@@ -1,4 +1,4 @@
-"""Uniform read access to a prepared dataset split, whatever its on-disk form (DESIGN.md §3).
+"""Uniform read access to a prepared dataset split, whatever its on-disk form (docs/datasets.md).
 
 - small sets: `images.npy` (uint8 N×H×W×3, memory-mapped) + `labels.npy` + `meta.json`;
 - large sets: `index.csv` (columns `path,label`; paths relative to `meta.json`'s `root`) + `meta.json`, whose

@@ -1,4 +1,4 @@
-"""Augmented views: per-view transforms on image batches and a multi-view wrapper (STYLE.md #7).
+"""Augmented views: per-view transforms on image batches and a multi-view wrapper (docs/design.md).
 
 Every transform runs batched on tensors, with parameters drawn per sample (the same on CPU and GPU), on float
 images (B, 3, H, W) in [0, 1]; the encoder normalises afterwards. A method's views are configured in
@@ -17,10 +17,10 @@ Every op is our own batched op (`ResizedCropFlip`, `ColorJitter`, `Grayscale`, `
 by hand because kornia's versions cost more than the 16-channel convnet's forward and backward on a 2-core CPU
 (measured per view of 64 32-px images: crop 3.7 ms, jitter's HSV hue path ~15 ms, blur 1.5 ms, against 36 ms for
 the backbone; for grayscale and solarize, which are one `torch.where` each, kornia's per-call parameter machinery
-was most of the cost at the study's batch of 32, session 7). The class docstrings give the semantics, kept to
-torchvision's; kornia stays installed as the tests' oracle for them. The randomness comes from torch's global
-generator; the pretraining base reseeds it at every step from (seed, step, rank), so a resumed run draws the same
-views.
+was most of the cost at the study's batch of 32; `python benchmarks/view_ops.py`). The class docstrings give the
+semantics, kept to torchvision's; kornia stays installed as the tests' oracle for them. The randomness comes from
+torch's global generator; the pretraining base reseeds it at every step from (seed, step, rank), so a resumed run
+draws the same views.
 """
 
 from __future__ import annotations
@@ -293,7 +293,7 @@ class MultiView(nn.Module):
     One call per view. Drawing the views that differ only in their probabilities in one pass over the repeated batch
     (with per-sample probabilities) was tried: the ops' cost grows with the batch rather than per call, so at the
     study's batch of 32 a whole training step took 1.02x (SimCLR) and 1.07x (BYOL) as long as with one call per
-    view, and 0.93x for DINO's 2 + 4 crops: not worth a second code path (README, "Benchmarks").
+    view, and 0.93x for DINO's 2 + 4 crops: not worth a second code path (docs/design.md).
     """
 
     def __init__(self, transforms: Sequence[nn.Module]) -> None:

@@ -115,7 +115,7 @@ class SSLMethod(L.LightningModule):
             torch.manual_seed(int(state[0]) << 32 | int(state[1]))
         if images.dtype == torch.uint8:
             # (B, H, W, 3) -> contiguous (B, 3, H, W), the layout the view ops are tested on (a ~0.06 ms copy at batch
-            # 32; the ops ran neither faster nor slower on the permuted strides, session 8)
+            # 32; the ops ran neither faster nor slower on the permuted strides, measured 2026-12-04)
             images = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(255)
         with torch.no_grad():
             views = self.views(images)

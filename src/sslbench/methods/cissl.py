@@ -1,4 +1,4 @@
-"""CISSL: contrastive ISSL (Dubois et al., NeurIPS 2022, https://arxiv.org/abs/2209.06235; REFERENCE.md §1.2).
+"""CISSL: contrastive ISSL (Dubois et al., NeurIPS 2022, https://arxiv.org/abs/2209.06235).
 
 Unlike SimCLR, the two branches differ: the student (predictor) has the linear probe's architecture, the target
 (projector) is an MLP; and every view also contrasts against itself, with the target probability split between

@@ -1,5 +1,5 @@
 """DISSL: distillation ISSL (Dubois et al., NeurIPS 2022, "Improving Self-Supervised Learning by Characterizing
-Idealized Representations", https://arxiv.org/abs/2209.06235; REFERENCE.md §1.1).
+Idealized Representations", https://arxiv.org/abs/2209.06235).
 
 One encoder pass over all views; no stop-gradient and no EMA. A teacher head T (unconstrained MLP) and a student
 head S with the linear probe's architecture map each view's representation z_i to C logits ("equivalence

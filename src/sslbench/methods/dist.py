@@ -1,4 +1,4 @@
-"""Cross-rank gathers that keep gradients, for losses over batch statistics or negatives (REFERENCE.md §1).
+"""Cross-rank gathers that keep gradients, for losses over batch statistics or negatives (docs/design.md).
 
 Under DDP each rank computes its loss `L_r` and DDP averages the parameter gradients over the W ranks, so the update
 is (1/W) d(sum_r L_r)/d(theta) once the gathered copies send their gradients back to the rank that produced them
@@ -8,8 +8,8 @@ whole-batch loss L exactly when sum_r L_r = W * L, which holds in the two patter
   covariance, SwAV's codes): L_r = L;
 - each rank averages a per-anchor loss over its *own* anchors against gathered candidates (NT-Xent): L_r = mean of
   its share, so sum_r L_r = W * L when the shares are equal.
-A gather without gradients (or an extra division by W) gives gradients off by a factor W: lightly issues #1528 and
-#1977. `tests/methods/test_distributed.py` checks every method against the single-process gradient.
+A gather without gradients (or an extra division by W) gives gradients off by a factor W: lightly-ai/lightly#1528 and
+lightly-ai/lightly#1977. `tests/methods/test_distributed.py` checks every method against the single-process gradient.
 Everything here is a no-op when torch.distributed is not initialised.
 """
 

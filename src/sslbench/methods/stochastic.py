@@ -1,5 +1,6 @@
-"""Stochastic embeddings, Bayes-H and Bayes-Z (Janiak et al., "Stochastic embeddings for self-supervised
-learning"; reference code graphml-lab-pwr/stochastic-embeddings-ssl `src/task/bayesian_ssl.py`; REFERENCE.md §1.3),
+"""Stochastic embeddings, Bayes-H and Bayes-Z (Janiak et al., "Enhancing Out-of-Distribution Detection
+Through Stochastic Embeddings in Self-supervised Learning", ICCS 2024; reference code
+graphml-lab-pwr/stochastic-embeddings-ssl `src/task/bayesian_ssl.py`; docs/methods.md),
 as a wrapper around ANY loss over two embeddings (B, D) x (B, D) -> scalar (Barlow Twins, VICReg, ...).
 
 The encoder owns the diagonal Gaussian q = N(μ, diag σ²) (`encoder.gaussian`, clamped) and its prior
@@ -105,12 +106,12 @@ class StochasticSSL(SSLMethod):
         mc_samples: M; beta: β.
         logvar_init: initial bias of the log σ² layer (`encoder.gaussian.logvar`), e.g. -8 (σ ≈ 0.02); None (default,
             the reference's) keeps PyTorch's Linear init, log σ² ≈ 0, i.e. σ ≈ 1 noise on a μ whose spread at init is
-            far smaller, so the samples start as almost pure noise (README, "Calibration").
+            far smaller, so the samples start as almost pure noise (docs/calibration.md).
         mu_init: None (default, the reference's: PyTorch's Linear init) or "identity": the μ layer
             (`encoder.gaussian.mu`) starts as the identity map with zero bias, so that μ = its input at step 0 and,
             with a small `logvar_init`, the model starts as its deterministic pair plus little noise. For Bayes-H,
-            whose downstream representation is μ, a random μ layer costs the untrained probe 1-3 points (README,
-            "Calibration" item 11).
+            whose downstream representation is μ, a random μ layer costs the untrained probe 1-3 points
+            (docs/calibration.md, 2026-12-04).
         **base: `SSLMethod` arguments (encoder, views, num_classes, optim, batch_size).
     Raises:
         UserError: M < 1, β < 0, a deterministic encoder, projector widths given to the wrong place, or a

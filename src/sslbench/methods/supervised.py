@@ -1,6 +1,6 @@
 """`supervised`: cross-entropy on the labels, same backbone and augmentations as the SSL methods.
 
-The reference model of the normalised mean corruption error outside ImageNet (REFERENCE.md §2.4), and the ceiling of
+The reference model of the normalised mean corruption error outside ImageNet (docs/protocols.md), and the ceiling of
 the linear probe. A linear classifier on the backbone features is trained jointly with the backbone
 (L = CE(W h + b, y), optional label smoothing, Szegedy et al. 2016); the online probe is trained apart as for every
 method.

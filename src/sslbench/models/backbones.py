@@ -4,8 +4,8 @@ Every backbone maps images (B, 3, H, W), normalised floats, to features (B, feat
 convolutional (or transformer) block as `module.last_block`, the Grad-CAM target layer.
 
 - `convnet`: the CPU-friendly default, 4 conv blocks (w-2w-4w-8w channels with `width` w = 32 by default, BN, ReLU,
-  stride-2 pooling) and global average pooling; measured at ~480 img/s training with SimCLR on 32 px on a 2-core CPU
-  (DESIGN.md §6). The compute grows as width^2.
+  stride-2 pooling) and global average pooling; measured at ~480 img/s training with SimCLR on 32 px on a 2-core CPU.
+  The compute grows as width^2.
 - `resnet18`, `resnet50` (torchvision, random init) with a `stem`: `cifar` (3x3 stride-1 conv, no max-pool; solo-learn
   and the DISSL repo at 32 px), `tinyimagenet` (3x3 stride-1 conv, max-pool kept; DISSL repo at 64 px) or `imagenet`
   (the original 7x7 stride-2 conv + max-pool).

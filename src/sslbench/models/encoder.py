@@ -45,7 +45,7 @@ class EncoderSpec:
         prior, prior_components: the prior p of the stochastic space (`standard` or `mog` with that many
             components); part of the encoder so that OOD scores can use log p(mu) (learned for `mog`).
         mean, std: per-channel input normalisation, applied inside the encoder so that every consumer feeds
-            float images in [0, 1] (the robustness seed fed unnormalised inputs; we do not).
+            float images in [0, 1] (Chhipa et al. 2023 fed unnormalised inputs; we do not).
     """
 
     backbone: str = "convnet"

@@ -1,4 +1,4 @@
-"""The diagonal-Gaussian stochastic embedding of Bayes-H / Bayes-Z (Janiak et al.; REFERENCE.md §1.3).
+"""The diagonal-Gaussian stochastic embedding of Bayes-H / Bayes-Z (Janiak et al. 2024; docs/methods.md).
 
 q(x) = N(mu(x), diag(exp(logvar(x)))), with mu clamped to [-20, 20] and logvar to [2 ln 0.01, 2 ln 5]
 as in the reference code (graphml-lab-pwr/stochastic-embeddings-ssl `src/task/bayesian_ssl.py`).
@@ -63,7 +63,7 @@ class StandardNormalPrior(nn.Module):
 
 class MixturePrior(nn.Module):
     """p(z) = sum_k pi_k N(m_k, diag(exp(s_k))): a mixture of `n_components` diagonal Gaussians whose means,
-    log-variances and mixing logits are learned (REFERENCE.md §1.3; 10 components in the reference)."""
+    log-variances and mixing logits are learned (10 components in the reference code)."""
 
     def __init__(self, dim: int, n_components: int = 10) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Paper-scale anchor numbers for the report's comparison columns (REFERENCE.md §3 and §2.4-2.5).
+"""Paper-scale anchor numbers for the report's comparison columns (sources in docs/protocols.md).
 
 These come from published READMEs of the reference systems, at a scale (datasets, backbones, epochs) that the
 embedded study does not approach: they are shown **beside** the study's numbers, in columns labelled
@@ -56,8 +56,8 @@ IMAGENET_C_MEAN_ERROR_19 = AnchorSet(
     title="ImageNet-C mean error (19)",
     setting="ImageNet-C, ResNet-50, all 19 corruptions x 5 severities, unnormalised inputs",
     source=(
-        "robustness seed: 'Can Self-Supervised Representation Learning Methods Withstand Distribution Shifts "
-        "and Corruptions?' (ICCV-W 2023), results table"
+        "Chhipa et al., 'Can Self-Supervised Representation Learning Methods Withstand Distribution Shifts "
+        "and Corruptions?' (ICCV-W 2023, arXiv:2308.02525), results table"
     ),
     values={
         "simclr": 75.99,

@@ -100,7 +100,7 @@ def _backbone(config: Mapping[str, Any]) -> Any:
 
 
 def _stochastic(config: Mapping[str, Any]) -> Any:
-    """"no", or the stochastic space with the seed's knobs (β, M, prior) for Bayes-H/Bayes-Z runs."""
+    """"no", or the stochastic space with its knobs (β, M, prior) for Bayes-H/Bayes-Z runs."""
     space = find_leaf(config, ["stochastic_space"])
     if space is None:
         return None
@@ -187,11 +187,12 @@ def protocol_markdown(
     lines.append(
         "- **Embeddings.** Each frozen encoder (eval mode) embeds every split once; all probes read those "
         "non-augmented embeddings. Bayes-H models are represented by μ of the stochastic space, Bayes-Z models by "
-        "the deterministic h (REFERENCE.md §1.3)."
+        "the deterministic h (Janiak et al. 2024; docs/methods.md)."
     )
     wds = sorted({show(v) for v in selected_wd.values() if v is not None})
     lines.append(
-        "- **Linear probe** (REFERENCE.md §2.1). One linear layer on standardised embeddings, SGD with momentum 0.9 "
+        "- **Linear probe** (the DISSL protocol, Dubois et al. 2022; docs/protocols.md). One linear layer on "
+        "standardised embeddings, SGD with momentum 0.9 "
         "and a cosine schedule"
         + _clause(", {} epochs", find_leaf(probe, ["epochs"], under="linear"))
         + _clause(", lr {}", find_leaf(probe, ["lr"], under="linear"))
@@ -200,11 +201,12 @@ def protocol_markdown(
         + _clause(" from {}", find_leaf(probe, ["weight_decays", "weight_decay", "wds"], under="linear"))
         + " (never on test), and the test top-1 of the selected probe is reported"
         + (f" (selected: {', '.join(wds)}; per method in the table)" if wds else "")
-        + ". Test top-1 of every weight decay is listed separately for comparison with the reference's "
-        "max-over-test numbers. Top-1 is micro accuracy; macro accuracy is the mean of per-class recalls."
+        + ". Test top-1 of every weight decay is listed separately for comparison with the DISSL "
+        "repository's max-over-test numbers. Top-1 is micro accuracy; macro accuracy is the mean of per-class recalls."
     )
     lines.append(
-        "- **kNN.** k-nearest-neighbour classifier over the training embeddings (no training)"
+        "- **kNN** (weighted vote of DINO's evaluation, Caron et al. 2021; docs/protocols.md). k-nearest-neighbour "
+        "classifier over the L2-normalised training embeddings (no training)"
         + _clause(", k = {}", find_leaf(probe, ["k", "n_neighbors"], under="knn"))
         + _clause(", temperature {}", find_leaf(probe, ["temperature"], under="knn"))
         + "."
@@ -219,7 +221,8 @@ def protocol_markdown(
     else:
         subsets = "1% and 10%"
     lines.append(
-        f"- **Semi-supervised** (REFERENCE.md §2.2). Class-balanced subsets of {subsets} of the training labels: "
+        f"- **Semi-supervised** (Janiak et al. 2024; docs/protocols.md). Class-balanced subsets of {subsets} of the "
+        "training labels: "
         "full fine-tuning of backbone + linear head (AdamW, cosine schedule"
         + _clause(", at most {} epochs", find_leaf(probe, ["epochs", "max_epochs"], under="semisup"))
         + _clause(", early stopping with patience {}", find_leaf(probe, ["patience"], under="semisup"))
@@ -228,20 +231,20 @@ def protocol_markdown(
     )
     transfer = dataset.get("transfer") or []
     lines.append(
-        "- **Transfer** (REFERENCE.md §2.3). Linear probe of the frozen encoder on "
+        "- **Transfer** (docs/protocols.md). Linear probe of the frozen encoder on "
         + (", ".join(f"`{t}`" for t in transfer) if transfer else "the transfer sets")
         + " (their own train/val/test splits); micro top-1 is the headline, macro accuracy is listed beside it."
     )
     chosen = find_leaf(corrupt, ["corruptions"]) or find_leaf(robustness, ["corruptions"])
     severities = find_leaf(corrupt, ["severities"]) or find_leaf(robustness, ["severities"])
     lines.append(
-        "- **Corruption robustness** (REFERENCE.md §2.4). "
+        "- **Corruption robustness** (Hendrycks & Dietterich 2019; docs/protocols.md). "
         + f"Corrupted copies of the test set: {len(CORRUPTIONS)} corruptions in 5 groups × severities 1–5"
         + (f" (selected: corruptions `{show(chosen)}`, severities `{show(severities)}`)" if chosen or severities
            else "")
         + _clause(", source `{}`", dataset.get("corruption_source"))
         + _clause(", {} test images per corrupted set", facts.get("robustness/n_images"))
-        + "; the §2.1 linear probe trained on the clean train embeddings (weight decay selected on validation) is "
+        + "; the linear probe above, trained on the clean train embeddings (weight decay selected on validation) is "
         "applied to the embeddings of each corrupted set; E(c,s) = its top-1 error on corruption c at severity s. "
         f"CE(c) = Σ_s E(c,s) / Σ_s E_ref(c,s) and **mCE = mean CE over the {len(STANDARD_CORRUPTIONS)} standard "
         f"corruptions, normalised by {reference}**"
@@ -249,18 +252,19 @@ def protocol_markdown(
            if "robustness/reference_clean_error" in facts else "")
         + "; relative CE(c) = Σ_s (E(c,s) − E_clean) / "
         "Σ_s (E_ref(c,s) − E_ref,clean). Mean error (15) = unnormalised mean over 15 × 5 (the CIFAR-10-C "
-        "convention); mean error (19) = mean over all 19 corruptions (the robustness seed's number)."
+        "convention); mean error (19) = mean over all 19 corruptions (the number of Chhipa et al. 2023)."
     )
     near = ", ".join(f"`{k}`" for k in (ood_sets.get("near") or {}))
     far = ", ".join(f"`{k}`" for k in (ood_sets.get("far") or {}))
     val = ", ".join(f"`{k}`" for k in (ood_sets.get("validation") or {}))
     convention = ", ".join(f"`{c}`" for c in conventions) or "not stated in the files"
     lines.append(
-        "- **OOD detection** (REFERENCE.md §2.5). In-distribution test set against near-OOD "
+        "- **OOD detection** (OpenOOD v1.5, Zhang et al. 2023; docs/protocols.md). In-distribution test set against "
+        "near-OOD "
         + (near or "sets")
         + " and far-OOD "
         + (far or "sets")
-        + ". MSP, max-logit and energy use the §2.1 linear probe; the other scores are fitted on the train "
+        + ". MSP, max-logit and energy use the linear probe above; the other scores are fitted on the train "
         "embeddings. **Convention: OOD is the positive class** (OpenOOD), so AUROC is the probability that an OOD "
         "image scores as more anomalous than an in-distribution one and FPR95 is the fraction of in-distribution "
         f"images flagged when 95% of OOD images are caught (files say: {convention}). Scores: "

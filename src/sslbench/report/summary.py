@@ -262,8 +262,8 @@ def build_summary(
               tables.accuracy_table(methods, probe, missing["probe"]),
               "no probe metrics found (run `dvc repro evaluate`)")
     doc.add(tables.quality_bar(methods, probe, n_test=_n_test(params, dataset)))
-    doc.table("Linear-probe test top-1 for every weight decay of the grid (for comparison with the reference, "
-              "which reports the best over test; the headline above uses the validation-selected one).",
+    doc.table("Linear-probe test top-1 for every weight decay of the grid (for comparison with the DISSL "
+              "repository, which reports the best over test; the headline above uses the validation-selected one).",
               tables.weight_decay_table(methods, probe, missing["probe"]), "no per-weight-decay keys reported")
     doc.table("Transfer: linear probe of the frozen encoder on other datasets; top-1 (micro) and macro accuracy.",
               tables.transfer_table(methods, probe, missing["probe"]), "no transfer keys reported")
