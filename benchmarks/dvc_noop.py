@@ -2,10 +2,12 @@
 
     python benchmarks/dvc_noop.py [--repeats 7] [--repo .]
 
-Run after the study, when `dvc status` reports nothing to do. Three pipelines, each timed as a whole `dvc repro`
+Run after the study, when `dvc status` reports nothing to do. Four pipelines, each timed as a whole `dvc repro`
 process (what a user waits for), alternately `--repeats` times after one warm-up call each, so that load from other
-processes affects all three; the medians are compared:
-- repo: this repository's `dvc.yaml` as it is;
+processes affects all of them; the medians are compared:
+- repo: this repository's `dvc.yaml` as it is (every stage depends on its code fingerprint from `codedeps`);
+- plain src deps: a copy whose stages depend on the source folder `src/sslbench` itself instead of a fingerprint,
+  without the `codedeps` stage (the simpler alternative: any code change then reruns every stage);
 - no dir deps: a copy of the repository (data hard-linked, nothing copied) whose `dvc.yaml` has every directory
   dependency removed and whose `dvc.lock` is recommitted to match (`dvc commit -f`): the cost of the stages, their
   file deps, params and outputs without hashing directory trees;
@@ -25,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -55,8 +58,9 @@ def floor_project(root: Path, stages: int) -> Path:
     return root
 
 
-def without_dir_deps(repo: Path, root: Path) -> Path:
-    """A copy of `repo` (git-tracked files copied, DVC-tracked data hard-linked) without directory dependencies."""
+def _copy(repo: Path, root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copy `repo` into `root` (git-tracked files copied, DVC-tracked data hard-linked, the cache shared); returns
+    the copy's dvc.yaml and params."""
     tracked = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout.split()
     for rel in tracked:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +70,19 @@ def without_dir_deps(repo: Path, root: Path) -> Path:
             shutil.copytree(repo / top, root / top, copy_function=_link, dirs_exist_ok=True)
     (root / ".dvc" / "cache").symlink_to((repo / ".dvc" / "cache").resolve())
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    spec = yaml.safe_load((root / "dvc.yaml").read_text())
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    return yaml.safe_load((root / "dvc.yaml").read_text()), yaml.safe_load((repo / "params.yaml").read_text())
+
+
+def _commit(root: Path, spec: dict[str, Any], what: str) -> Path:
+    (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    if dvc("commit", "-f", cwd=root).returncode or "up to date" not in dvc("status", cwd=root).stdout:
+        raise SystemExit(f"the copy {what} is not up to date; run the study first")
+    return root
+
+
+def without_dir_deps(repo: Path, root: Path) -> Path:
+    """A copy of `repo` without directory dependencies."""
+    spec, params = _copy(repo, root)
     some_method = next(iter(params["methods"]))
 
     def resolved(dep: str) -> Path:  # a foreach dep names a directory when it does for one method
@@ -76,10 +91,17 @@ def without_dir_deps(repo: Path, root: Path) -> Path:
     for stage in spec["stages"].values():
         body = stage.get("do", stage)
         body["deps"] = [d for d in body.get("deps", []) if not resolved(d).is_dir()]
-    (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    if dvc("commit", "-f", cwd=root).returncode or "up to date" not in dvc("status", cwd=root).stdout:
-        raise SystemExit("the copy without directory deps is not up to date; run the study first")
-    return root
+    return _commit(root, spec, "without directory deps")
+
+
+def plain_src_deps(repo: Path, root: Path) -> Path:
+    """A copy of `repo` whose stages depend on `src/sslbench` instead of their `codedeps` fingerprint."""
+    spec, _ = _copy(repo, root)
+    spec["stages"].pop("codedeps", None)
+    for stage in spec["stages"].values():
+        body = stage.get("do", stage)
+        body["deps"] = ["src/sslbench" if str(d).startswith("reports/codedeps") else d for d in body.get("deps", [])]
+    return _commit(root, spec, "with plain source deps")
 
 
 def _link(src: str, dst: str) -> None:
@@ -111,6 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dvc_noop_") as tmp:
         projects = {
             "repo": repo,
+            "plain src deps": plain_src_deps(repo, Path(tmp) / "plain"),
             "no dir deps": without_dir_deps(repo, Path(tmp) / "nodirs"),
             "floor": floor_project(Path(tmp) / "floor", stages),
         }
@@ -124,7 +147,7 @@ def main() -> None:
     print(f"{stages} stages, {args.repeats} alternating runs each (median, min-max)")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:<12} {med:6.2f} s  ({min(ts):.2f}-{max(ts):.2f})  x{med / floor:.2f} of the floor")
+        print(f"{name:<14} {med:6.2f} s  ({min(ts):.2f}-{max(ts):.2f})  x{med / floor:.2f} of the floor")
 
 
 if __name__ == "__main__":
