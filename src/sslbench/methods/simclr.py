@@ -1,7 +1,10 @@
 """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations",
 https://arxiv.org/abs/2002.05709).
 
-Two views of each of B images go through the backbone f and a 2-layer MLP projector g; with z = g(f(x)) L2-normalised
+Two views of each of B images go through the backbone f and a 2-layer MLP projector g (Linear-BN-ReLU-Linear-BN, the
+output BN with a learned scale and no shift, as in the authors' SimCLR v2 code, google-research/simclr `tf2/model.py`;
+lightly's `SimCLRProjectionHead` also learns a shift there, which the L2 normalisation below does not undo either);
+with z = g(f(x)) L2-normalised
 and sim(u, v) = u.v / tau, the NT-Xent loss of anchor i with positive j(i) among the 2B views is
 
     l_i = -log exp(sim(z_i, z_j(i))) / sum_{k != i} exp(sim(z_i, z_k)),     L = mean_i l_i   (paper Eq. 1).
@@ -55,7 +58,7 @@ class NTXentLoss(nn.Module):
 
 
 class SimCLR(SSLMethod):
-    """SimCLR: backbone + MLP projector (BN, ReLU) + NT-Xent.
+    """SimCLR: backbone + MLP projector (BN, ReLU; BN on the output) + NT-Xent.
 
     Args:
         projector_dims: hidden and output widths of the projector (input = backbone feature dim).
@@ -65,7 +68,7 @@ class SimCLR(SSLMethod):
 
     def __init__(self, projector_dims: list[int], temperature: float = 0.5, **base: Any) -> None:
         super().__init__(**base)
-        self.projector = MLP([self.encoder.feature_dim, *projector_dims])
+        self.projector = MLP([self.encoder.feature_dim, *projector_dims], last_bn=True, last_bn_scale=True)
         self.criterion = NTXentLoss(temperature)
 
     def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
