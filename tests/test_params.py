@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sslbench.errors import UserError
-from sslbench.params import added_key_error, check_params, render, stage_overrides
+from sslbench.params import added_key_error, check_params, render, resolve_method, stage_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -124,3 +124,29 @@ def test_adding_a_key_on_the_command_line_is_refused() -> None:
     assert added_key_error(["method=simclr", "+method.encoder.nope=1"]) is not None
     assert added_key_error(["method=simclr", "+method.views.nope=1"]) is not None
     assert added_key_error(["+method.encoder.prior=mog"]) is not None  # no method: nothing to add to
+
+
+def test_an_entry_may_start_from_another_method_config() -> None:
+    params = _with(methods__simclr_t02={"method": "simclr", "module": {"temperature": 0.2}},
+                   methods__dino_rn50={"method": "published",
+                                       "weights": {"path": "w.pth", "format": "dino", "sha256": "ab"}})
+    check_params(params)
+    overrides = stage_overrides(params, "pretrain", ["method=simclr_t02"])
+    assert {"method.module.temperature=0.2", "method.name='simclr_t02'"} <= set(overrides)
+    assert resolve_method(params, ["method=simclr_t02", "pretrain.epochs=1"]) == ["method=simclr", "pretrain.epochs=1"]
+    cfg = _compose("pretrain", [*overrides, *resolve_method(params, ["method=simclr_t02"])])
+    assert cfg.method.name == "simclr_t02" and cfg.method.module.temperature == 0.2
+    cfg = _compose("embed", [*stage_overrides(params, "embed", ["method=dino_rn50"]), "method=published"])
+    assert cfg.method.name == "dino_rn50" and cfg.method.weights.format == "dino"
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({}, r"unknown method 'simclr_t02'.*; a new name needs `method: <one of them>`"),
+    ({"method": "simclrr"}, r"unknown method 'simclrr'; valid methods: .*simclr.* \(`methods.simclr_t02.method`\)"),
+    ({"method": "published", "weights": {"pth": "x"}}, r"unknown keys \['methods.simclr_t02.weights.pth'"),
+])
+def test_a_new_entry_without_a_known_config_is_refused(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        check_params(_with(methods__simclr_t02=entry))
+    with pytest.raises(UserError, match="must be lower_snake_case"):
+        check_params(_with(**{"methods__SimCLR-2": {"method": "simclr"}}))

@@ -171,10 +171,13 @@ def fingerprint(files: Iterable[Path], src_root: Path = SRC_ROOT) -> dict[str, s
             for path in sorted(files)}
 
 
-def all_fingerprints(src_root: Path = SRC_ROOT) -> dict[str, dict[str, str]]:
+def all_fingerprints(src_root: Path = SRC_ROOT,
+                     study: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
     """{name: fingerprint} for every stage: `prepare`, `corrupt`, `embed`, `evaluate`, `report` and
-    `pretrain/<method>` for every method config."""
+    `pretrain/<method>` for every method config, and for every method of `study` ({name: the method config it
+    starts from}, e.g. a variant or a published encoder of params.yaml's `methods:`)."""
     out = {name: fingerprint(stage_files(name, src_root=src_root), src_root) for name in SHARED_STAGES}
-    for method in methods(src_root):
-        out[f"pretrain/{method}"] = fingerprint(stage_files("pretrain", method, src_root), src_root)
+    recipes = {m: m for m in methods(src_root)} | dict(study or {})
+    for method, recipe in recipes.items():
+        out[f"pretrain/{method}"] = fingerprint(stage_files("pretrain", recipe, src_root), src_root)
     return out

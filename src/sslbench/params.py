@@ -41,6 +41,7 @@ from sslbench.errors import UserError, unknown_choice
 CONF = Path(__file__).resolve().parent / "conf"
 PARAMS_FILE = "params.yaml"
 METHODS = "methods"
+METHOD_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # params.yaml keys that choose a config group rather than set a value
 GROUP_PARAMS = {"study.dataset": "dataset", "pretrain.backbone": "backbone"}
 _NOT_SECTIONS = ("defaults", "hydra", "paths")
@@ -183,7 +184,22 @@ def _select(node: Any, dotted: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _check_section(section: str, values: Any, node: Mapping[str, Any], source: str) -> None:
+RECIPE = "method"  # the key of a `methods:` entry that names the config it starts from (default: the entry's name)
+
+
+def recipe_of(name: str, entry: Any) -> str:
+    """The method config (`conf/method/<recipe>.yaml`) a `methods:` entry starts from: its `method:` key, else its
+    own name (`simclr_t02: {method: simclr, module: {temperature: 0.2}}`; `dino_rn50: {method: published, ...}`)."""
+    recipe = entry.get(RECIPE) if isinstance(entry, Mapping) else None
+    return str(recipe) if recipe is not None else name
+
+
+def _without_recipe(entry: Any) -> Any:
+    return {k: v for k, v in entry.items() if k != RECIPE} if isinstance(entry, Mapping) else entry
+
+
+def _check_section(section: str, values: Any, node: Mapping[str, Any], source: str,
+                   recipe: str | None = None) -> None:
     """Unknown keys and wrong types of one params section against its defaults `node` (for `methods.<name>`, the
     method's config, plus the keys it may add: `addable_keys`)."""
     if values is None:
@@ -203,7 +219,7 @@ def _check_section(section: str, values: Any, node: Mapping[str, Any], source: s
         found, default = _select(node, key)
         if not found:
             head, _, rest = key.partition(".")
-            addable = addable_keys(name) if (name := section.partition(".")[2]) else {}
+            addable = addable_keys(recipe) if recipe else {}
             if head in addable and "." not in rest and rest in addable[head]:
                 continue
             where = f" (valid keys to add under `{section}.{head}`: {addable[head]})" if head in addable else ""
@@ -238,9 +254,15 @@ def check_params(params: Any, source: str = PARAMS_FILE) -> None:
         raise UserError(f"{source}: `{METHODS}:` must map method names to their overrides ({{}} for none), got "
                         f"{methods!r}")
     for name, values in methods.items():
-        if str(name) not in group_options("method"):
-            raise UserError(f"{source}: {unknown_choice('method', str(name), group_options('method'))}")
-        _check_section(f"{METHODS}.{name}", values, _yaml(CONF / "method" / f"{name}.yaml"), source)
+        if not METHOD_NAME.fullmatch(str(name)):
+            raise UserError(f"{source}: method name {name!r} must be lower_snake_case (it names folders and stages)")
+        recipe = recipe_of(str(name), values)
+        if recipe not in group_options("method"):
+            via = f" (`{METHODS}.{name}.{RECIPE}`)" if recipe != name else ""
+            raise UserError(f"{source}: {unknown_choice('method', recipe, group_options('method'))}{via}; a new "
+                            f"name needs `{RECIPE}: <one of them>` to say which config it starts from")
+        _check_section(f"{METHODS}.{name}", _without_recipe(values), _yaml(CONF / "method" / f"{recipe}.yaml"),
+                       source, recipe)
 
 
 def read_params(path: Path) -> dict[str, Any] | None:
@@ -306,11 +328,27 @@ def stage_overrides(params: Mapping[str, Any], config_name: str, cli: Sequence[s
             out.append(f"{full}={render(value)}")
     if "method" in groups:
         method = next((o.split("=", 1)[1] for o in cli if o.startswith("method=")), groups["method"])
-        for key, value in leaves((params.get(METHODS) or {}).get(method) or {}):
+        entry = (params.get(METHODS) or {}).get(method) or {}
+        recipe = recipe_of(method, entry)
+        for key, value in leaves(_without_recipe(entry)):
             if (isinstance(value, Mapping) and not value) or f"method.{key}" in given:
                 continue
-            add = "" if _select(_yaml(CONF / "method" / f"{method}.yaml"), key)[0] else "++"  # `addable_keys`
+            add = "" if _select(_yaml(CONF / "method" / f"{recipe}.yaml"), key)[0] else "++"  # `addable_keys`
             out.append(f"{add}method.{key}={render(value)}")
+        if recipe != method:
+            out.append(f"method.name={render(method)}")
+    return out
+
+
+def resolve_method(params: Mapping[str, Any] | None, cli: Sequence[str]) -> list[str]:
+    """`cli` with `method=<name>` replaced by `method=<recipe>` when the study's entry `name` starts from another
+    method config (the entry's name then reaches the stage as `method.name`, from `stage_overrides`)."""
+    entries = (params or {}).get(METHODS) or {}
+    out = []
+    for token in cli:
+        if token.startswith("method=") and (name := token.split("=", 1)[1]) in entries:
+            token = f"method={recipe_of(name, entries[name])}"
+        out.append(token)
     return out
 
 

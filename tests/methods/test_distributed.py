@@ -26,7 +26,7 @@ import torch
 from sslbench.training import config as pretrain
 
 CONF = Path(pretrain.__file__).parents[1] / "conf" / "method"
-METHODS = sorted(p.stem for p in CONF.glob("*.yaml") if p.stem != "random_init")
+METHODS = sorted(p.stem for p in CONF.glob("*.yaml") if p.stem not in ("random_init", "published"))
 BATCH, SIZE = 8, 16
 
 

@@ -6,12 +6,17 @@ convolutional (or transformer) block as `module.last_block`, the Grad-CAM target
 - `convnet`: the CPU-friendly default, 4 conv blocks (w-2w-4w-8w channels with `width` w = 32 by default, BN, ReLU,
   stride-2 pooling) and global average pooling; measured at ~480 img/s training with SimCLR on 32 px on a 2-core CPU.
   The compute grows as width^2.
-- `resnet18`, `resnet50` (torchvision, random init) with a `stem`: `cifar` (3x3 stride-1 conv, no max-pool; solo-learn
-  and the DISSL repo at 32 px), `tinyimagenet` (3x3 stride-1 conv, max-pool kept; DISSL repo at 64 px) or `imagenet`
-  (the original 7x7 stride-2 conv + max-pool).
+- `resnet18`, `resnet50` (torchvision, random init) with a `stem`: `cifar` (3x3 stride-1 conv, padding 1, no
+  max-pool; the DISSL repo at 32 px), `tinyimagenet` (3x3 stride-1 conv, max-pool kept; DISSL repo at 64 px),
+  `imagenet` (the original 7x7 stride-2 conv + max-pool) or `cifar_pad2` (3x3 stride-1 conv with padding 2, no
+  max-pool: solo-learn's CIFAR stem, whose first feature map is 34x34 at 32 px; for its published checkpoints).
 - `vit_small`: ViT-S/16 (DINO) through timm, no pretrained weights; `patch_size` follows the image size.
 - `out_dim`: DISSL's "+dim" option (Dubois et al. 2022, Sec. 6): widen the representation by a 1x1 conv + BN + ReLU
   on the last feature map before pooling, so that the linear probe sees `out_dim` features.
+- `out_bottleneck`: with `out_dim`, widen with DISSL's expanding bottleneck instead, as its torch.hub `d8192` models
+  do (YannDubs/Invariant-Self-Supervised-Learning, hub/resnet_dim.py): 1x1 conv to `out_bottleneck` channels, 3x3
+  conv, 1x1 conv to `out_dim`, BN after each, plus the input tiled `out_dim / channels` times when that divides,
+  then ReLU (`_ExpandingBottleneck`; PyTorch's default initialisation).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 from sslbench.errors import UserError, unknown_choice
 
 BACKBONES = ("convnet", "resnet18", "resnet50", "vit_small")
-STEMS = ("cifar", "tinyimagenet", "imagenet")
+STEMS = ("cifar", "tinyimagenet", "imagenet", "cifar_pad2")
 
 
 class ConvNet(nn.Module):
@@ -63,7 +68,9 @@ class _ResNetTrunk(nn.Module):
         net = getattr(torchvision.models, name)(weights=None)
         if stem in ("cifar", "tinyimagenet"):
             net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        if stem == "cifar":
+        elif stem == "cifar_pad2":
+            net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+        if stem in ("cifar", "cifar_pad2"):
             net.maxpool = nn.Identity()
         self.features = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
         self.last_block = net.layer4
@@ -74,15 +81,44 @@ class _ResNetTrunk(nn.Module):
         return self.pool(self.last_block(self.features(x))).flatten(1)
 
 
-class _Widened(nn.Module):
-    """DISSL's "+dim": the trunk's last block followed by a 1x1 conv expansion to `out_dim` channels."""
+class _ExpandingBottleneck(nn.Module):
+    """DISSL's expanding bottleneck (torch.hub `d8192` models): 1x1 -> 3x3 -> 1x1 convs with BN, a residual of the
+    input tiled to `out_channels` (when they are a multiple of the input's), ReLU. Keys: conv1..3, bn1..3."""
 
-    def __init__(self, trunk: ConvNet | _ResNetTrunk, out_dim: int) -> None:
+    def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, hidden, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.conv2 = nn.Conv2d(hidden, hidden, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(hidden)
+        self.conv3 = nn.Conv2d(hidden, out_channels, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.tiles = out_channels // in_channels if out_channels % in_channels == 0 else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.tiles:
+            out = out + x.repeat(1, self.tiles, 1, 1)
+        return self.relu(out)
+
+
+class _Widened(nn.Module):
+    """DISSL's "+dim": the trunk's last block followed by a 1x1 conv expansion to `out_dim` channels, or by the
+    expanding bottleneck of width `bottleneck`."""
+
+    def __init__(self, trunk: ConvNet | _ResNetTrunk, out_dim: int, bottleneck: int | None = None) -> None:
         super().__init__()
         self.features = nn.Sequential(trunk.features, trunk.last_block)
-        self.last_block = nn.Sequential(
-            nn.Conv2d(trunk.out_channels, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True)
-        )
+        self.last_block: nn.Module
+        if bottleneck is None:
+            self.last_block = nn.Sequential(
+                nn.Conv2d(trunk.out_channels, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True)
+            )
+        else:
+            self.last_block = _ExpandingBottleneck(trunk.out_channels, bottleneck, out_dim)
         self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,12 +143,19 @@ class _ViT(nn.Module):
 
 
 def build_backbone(
-    name: str, *, stem: str = "cifar", out_dim: int | None = None, image_size: int = 32, width: int = 32
+    name: str,
+    *,
+    stem: str = "cifar",
+    out_dim: int | None = None,
+    image_size: int = 32,
+    width: int = 32,
+    out_bottleneck: int | None = None,
 ) -> tuple[nn.Module, int]:
-    """Build a randomly initialised backbone; returns `(module, feature_dim)`. `width` is the convnet's first width.
+    """Build a randomly initialised backbone; returns `(module, feature_dim)`. `width` is the convnet's first width;
+    `out_bottleneck` (with `out_dim`) widens with DISSL's expanding bottleneck instead of a 1x1 conv.
 
     Raises:
-        UserError: unknown `name` or `stem`, or `out_dim` given for a backbone that does not support it.
+        UserError: unknown `name` or `stem`, or `out_dim`/`out_bottleneck` given where they are not supported.
     """
     if name not in BACKBONES:
         raise unknown_choice("backbone", name, BACKBONES)
@@ -120,6 +163,9 @@ def build_backbone(
         raise unknown_choice("stem", stem, STEMS)
     if out_dim is not None and out_dim < 1:
         raise UserError(f"backbone.out_dim must be a positive integer or null, got {out_dim}")
+    if out_bottleneck is not None and (out_dim is None or out_bottleneck < 1):
+        raise UserError(f"encoder.out_bottleneck needs out_dim and must be a positive integer, got {out_bottleneck} "
+                        f"with out_dim {out_dim}")
     trunk: ConvNet | _ResNetTrunk | _ViT
     if width < 1:
         raise UserError(f"backbone.width must be a positive integer, got {width}")
@@ -133,5 +179,5 @@ def build_backbone(
     else:
         trunk = _ResNetTrunk(name, stem)
     if out_dim is not None:
-        return _Widened(trunk, out_dim), out_dim
+        return _Widened(trunk, out_dim, out_bottleneck), out_dim
     return trunk, trunk.out_channels

@@ -46,6 +46,9 @@ class EncoderSpec:
             components); part of the encoder so that OOD scores can use log p(mu) (learned for `mog`).
         mean, std: per-channel input normalisation, applied inside the encoder so that every consumer feeds
             float images in [0, 1] (Chhipa et al. 2023 fed unnormalised inputs; we do not).
+        out_bottleneck: with `out_dim`, widen with DISSL's expanding bottleneck of this width (its torch.hub `d8192`
+            models: 512) instead of a 1x1 conv; written to config.yaml only when set, so the configs of encoders
+            without it are unchanged.
     """
 
     backbone: str = "convnet"
@@ -59,6 +62,7 @@ class EncoderSpec:
     prior_components: int = 10
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+    out_bottleneck: int | None = None
 
     def __post_init__(self) -> None:
         if self.stochastic_space not in STOCHASTIC_SPACES:
@@ -71,7 +75,10 @@ class EncoderSpec:
             raise UserError("encoder.projector_dims is required for the Bayes-Z stochastic space")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["out_bottleneck"] is None:  # an option added later: absent unless set (existing configs unchanged)
+            del out["out_bottleneck"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderSpec:
@@ -112,7 +119,12 @@ class Encoder(nn.Module):
         self.register_buffer("mean_", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std_", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self.backbone, self.feature_dim = build_backbone(
-            spec.backbone, stem=spec.stem, out_dim=spec.out_dim, image_size=spec.image_size, width=spec.width
+            spec.backbone,
+            stem=spec.stem,
+            out_dim=spec.out_dim,
+            image_size=spec.image_size,
+            width=spec.width,
+            out_bottleneck=spec.out_bottleneck,
         )
         self.projector: MLP | None = None
         self.gaussian: GaussianHead | None = None

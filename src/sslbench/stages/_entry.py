@@ -29,6 +29,7 @@ from sslbench.params import (
     check_params,
     override_key,
     read_params,
+    resolve_method,
     stage_overrides,
     type_problem,
 )
@@ -127,6 +128,7 @@ def with_params(argv: Sequence[str], config_name: str, params_file: Path = Path(
         return list(argv)
     check_params(params, str(params_file))
     overrides = stage_overrides(params, config_name, cli)
+    argv = resolve_method(params, argv)
     at = next((i for i, a in enumerate(argv) if is_override(a)), len(argv))
     return [*argv[:at], *overrides, *argv[at:]]
 

@@ -3,10 +3,10 @@
 python -m sslbench.stages.codedeps
 
 Writes `reports/codedeps/<stage>.json` for `prepare`, `corrupt`, `embed`, `evaluate`, `report`, and
-`reports/codedeps/pretrain/<method>.json` for every method config: {"stage": ..., "files": {path: sha256}}, the
-files being the ones the stage runs (`sslbench.codedeps`). DVC reruns this stage whenever anything under
-`src/sslbench` changes, but a fingerprint whose files did not change is rewritten byte for byte, so only the
-stages that run the changed code rerun after it.
+`reports/codedeps/pretrain/<method>.json` for every method config and every method of params.yaml's `methods:`
+(`{"stage": ..., "files": {path: sha256}}`), the files being the ones the stage runs (`sslbench.codedeps`). DVC
+reruns this stage whenever anything under `src/sslbench` or `methods:` changes, but a fingerprint whose files did
+not change is rewritten byte for byte, so only the stages that run the changed code rerun after it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from sslbench import codedeps
 from sslbench.errors import UserError
 from sslbench.io import atomic_path
+from sslbench.params import PARAMS_FILE, read_params, recipe_of
 from sslbench.stages._entry import stage_main
 
 log = logging.getLogger("sslbench.codedeps")
@@ -31,7 +32,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not (src_root / codedeps.PACKAGE).is_dir():
         raise UserError(f"codedeps.src={cfg.codedeps.src!r} holds no {codedeps.PACKAGE}/ package; set it to the folder "
                         "that holds the sources DVC tracks (src, relative to the repository root)")
-    prints = codedeps.all_fingerprints(src_root)
+    params = read_params(Path(PARAMS_FILE)) or {}  # the study's methods, each under its own name
+    study = {str(name): recipe_of(str(name), entry) for name, entry in (params.get("methods") or {}).items()}
+    prints = codedeps.all_fingerprints(src_root, study)
     out = Path(cfg.paths.reports) / "codedeps"
     with atomic_path(out) as tmp:
         for name, files in prints.items():
