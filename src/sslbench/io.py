@@ -282,6 +282,9 @@ EMBED_REBUILD = "dvc repro embed@{method}"
 EMBED_MANIFEST = "manifest.json"
 EMBED_TABLES = "*/*.parquet"  # a method folder's tables: <dataset>/<split>.parquet
 STOCHASTIC_SPACES = ("none", "h", "z")
+# storage type of the float columns: float16 halves the tables on disk (~50 GB -> ~25 GB per ImageNet method); readers
+# always return float32 (docs/design.md, "Embedding tables in float16")
+EMBED_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -308,18 +311,19 @@ def embeddings_path(data_root: str | os.PathLike[str], method: str, dataset: str
     return Path(data_root) / "embeddings" / method / dataset / f"{split}.parquet"
 
 
-def _embedding_schema(dim: int, stochastic_dim: int | None) -> Any:
+def _embedding_schema(dim: int, stochastic_dim: int | None, dtype: str = "float32") -> Any:
     import pyarrow as pa
 
+    value = pa.float16() if dtype == "float16" else pa.float32()
     fields = [
         pa.field("index", pa.int64()),
         pa.field("label", pa.int32()),
-        pa.field("embedding", pa.list_(pa.float32(), dim)),
+        pa.field("embedding", pa.list_(value, dim)),
     ]
     if stochastic_dim is not None:
         fields += [
-            pa.field("mu", pa.list_(pa.float32(), stochastic_dim)),
-            pa.field("logvar", pa.list_(pa.float32(), stochastic_dim)),
+            pa.field("mu", pa.list_(value, stochastic_dim)),
+            pa.field("logvar", pa.list_(value, stochastic_dim)),
         ]
     return pa.schema(fields)
 
@@ -327,7 +331,9 @@ def _embedding_schema(dim: int, stochastic_dim: int | None) -> Any:
 class EmbeddingWriter:
     """Stream embedding batches into one Parquet file, atomically (temp file, renamed on `close`).
 
-    Use as a context manager; an exception inside the block removes the temp file and leaves no output.
+    Use as a context manager; an exception inside the block removes the temp file and leaves no output. `dtype`
+    `float16` stores the float columns rounded to half precision (recorded in the metadata as `dtype`; a value
+    beyond float16's range is an error); the default float32 tables are written exactly as before.
     """
 
     def __init__(
@@ -341,10 +347,13 @@ class EmbeddingWriter:
         stochastic_space: str = "none",
         stochastic_dim: int | None = None,
         encoder_sha256: str = "",
+        dtype: str = "float32",
     ) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if dtype not in EMBED_DTYPES:
+            raise ValueError(f"dtype must be one of {EMBED_DTYPES}, got {dtype!r}")
         if stochastic_space not in STOCHASTIC_SPACES:
             raise ValueError(f"stochastic_space must be one of {STOCHASTIC_SPACES}, got {stochastic_space!r}")
         if (stochastic_space == "none") != (stochastic_dim is None):
@@ -361,7 +370,10 @@ class EmbeddingWriter:
             "stochastic_dim": str(stochastic_dim or 0),
             "encoder_sha256": encoder_sha256,
         }
-        self.schema = _embedding_schema(dim, stochastic_dim).with_metadata(
+        if dtype != "float32":
+            meta["dtype"] = dtype
+        self.dtype = dtype
+        self.schema = _embedding_schema(dim, stochastic_dim, dtype).with_metadata(
             {f"sslbench.{k}": v for k, v in meta.items()}
         )
         self._pa = pa
@@ -374,7 +386,15 @@ class EmbeddingWriter:
         values = np.ascontiguousarray(values, dtype=np.float32)
         if values.ndim != 2 or values.shape[1] != width:
             raise ValueError(f"expected a (N, {width}) array, got {values.shape}")
-        flat = self._pa.array(values.reshape(-1), type=self._pa.float32())
+        if self.dtype == "float16":
+            with np.errstate(over="ignore"):  # overflow is reported below, with the value
+                half = values.astype(np.float16)
+            if not np.array_equal(np.isfinite(half), np.isfinite(values)):
+                raise ValueError(f"values up to {np.abs(values[np.isfinite(values)]).max():.3g} exceed float16's range "
+                                 "(65504); store this table as float32")
+            flat = self._pa.array(half.reshape(-1), type=self._pa.float16())
+        else:
+            flat = self._pa.array(values.reshape(-1), type=self._pa.float32())
         return self._pa.FixedSizeListArray.from_arrays(flat, width)
 
     def write(
@@ -457,7 +477,8 @@ def read_embeddings(
     The metadata and schema are checked from the footer before any data is read; the rows are then decoded batch
     by batch straight into preallocated arrays, so the peak memory is the table plus a bounded buffer (~0.3 GiB for
     64 MiB row groups): an ImageNet-sized 1.28M x 2048 table needs 9.8 GiB, not three times that
-    (`pq.read_table` + `combine_chunks` held about 3x; measured in benchmarks/probe_memory.py).
+    (`pq.read_table` + `combine_chunks` held about 3x; measured in benchmarks/probe_memory.py). Float16 tables
+    (`EmbeddingWriter(dtype="float16")`) are returned as float32 like the others.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

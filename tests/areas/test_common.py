@@ -42,3 +42,33 @@ def test_a_shared_probe_gives_the_outputs_of_the_probe_an_area_trains_alone(
 
     with pytest.raises(UserError, match=r"encoder.pt is missing; run `dvc repro pretrain@byol`"):
         main_probes(dataclasses.replace(st, method="byol"), alone.linear, ["cpu"])
+
+
+def test_float16_tables_are_read_as_float32(tmp_path: Path) -> None:
+    """`EmbeddingWriter(dtype="float16")` halves a table on disk; the areas read it as float32 (the rounded values),
+    and a value beyond float16's range is refused rather than stored as inf."""
+    import numpy as np
+
+    from sslbench.io import EmbeddingWriter, read_embeddings
+
+    rng = np.random.default_rng(0)
+    x, mu = rng.normal(0, 3, (500, 64)).astype(np.float32), rng.normal(size=(500, 8)).astype(np.float32)
+    paths = {}
+    for dtype in ("float32", "float16"):
+        paths[dtype] = tmp_path / f"{dtype}.parquet"
+        with EmbeddingWriter(paths[dtype], method="m", dataset="d", split="s", dim=64, stochastic_space="z",
+                             stochastic_dim=8, dtype=dtype) as writer:
+            writer.write(np.arange(500), np.zeros(500), x, mu, -mu)
+    half = read_embeddings(paths["float16"], dim=64)
+    assert half.embedding.dtype == np.float32 and half.meta["dtype"] == "float16"
+    np.testing.assert_array_equal(half.embedding, x.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(half.logvar, (-mu).astype(np.float16).astype(np.float32))
+    assert "dtype" not in read_embeddings(paths["float32"]).meta  # the default tables are written as before
+    assert paths["float16"].stat().st_size < 0.6 * paths["float32"].stat().st_size
+    with pytest.raises(ValueError, match="exceed float16's range"), EmbeddingWriter(
+        tmp_path / "big.parquet", method="m", dataset="d", split="s", dim=2, dtype="float16"
+    ) as writer:
+        writer.write(np.arange(1), np.zeros(1), np.array([[1e5, 0.0]], np.float32))
+    assert not (tmp_path / "big.parquet").exists()
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        EmbeddingWriter(tmp_path / "x.parquet", method="m", dataset="d", split="s", dim=2, dtype="bfloat16")

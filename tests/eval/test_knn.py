@@ -45,3 +45,12 @@ def test_k_larger_than_train_and_bad_arguments() -> None:
     assert np.all(votes > 0)  # every train example voted
     with pytest.raises(ValueError, match="k >= 1 and temperature > 0"):
         knn_votes(train, labels, train, num_classes=3, k=0)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_votes_equal_cpu() -> None:  # pragma: no cover - GPU only
+    rng = np.random.default_rng(1)
+    train, labels = rng.normal(size=(500, 16)).astype(np.float32), rng.integers(0, 4, 500)
+    test = rng.normal(size=(60, 16)).astype(np.float32)
+    cpu = knn_votes(train, labels, test, num_classes=4, k=9, block_floats=60 * 100)
+    np.testing.assert_allclose(knn_votes(train, labels, test, num_classes=4, k=9, device="cuda"), cpu, rtol=1e-4)

@@ -11,6 +11,7 @@ import torch
 from scipy.special import logsumexp, softmax
 from scipy.stats import multivariate_normal
 
+from sslbench.eval import ood
 from sslbench.eval.linear import train_linear_probe
 from sslbench.eval.ood import (
     REFERENCE_SIGN,
@@ -24,6 +25,7 @@ from sslbench.eval.ood import (
     kl_knn,
     kmeans_mahalanobis_score,
     knn_score,
+    l2_normalise,
     max_logit,
     mean_sigma,
     msp,
@@ -200,3 +202,121 @@ def test_bayes_h_logits_are_averaged_over_draws() -> None:
     expected = msp(sampled_logits(probe, q.mu[:9], q.logvar[:9], n_samples=5, seed=4))
     np.testing.assert_allclose(out["msp"], expected)
     assert not np.allclose(out["msp"], msp(probe.logits(x[:9])))
+
+
+# ------------------------------------------------------------------------------- memory: blocked computations
+
+
+def whole_table_knn(train: np.ndarray, q: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """The whole-table kNN score (float64 normalised copies, one product per chunk of queries): the computation the
+    blocked one must reproduce."""
+    def unit(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    bank, query = torch.from_numpy(unit(train)), torch.from_numpy(unit(q))
+    out = [torch.topk(query[i : i + chunk] @ bank.T, k, dim=1).values[:, k - 1] for i in range(0, len(q), chunk)]
+    return (-(2 - 2 * torch.cat(out)).clamp_min(0).sqrt()).numpy()
+
+
+def test_l2_normalise_in_blocks_is_bitwise_the_whole_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    whole = l2_normalise(x)
+    monkeypatch.setattr(ood, "BLOCK_FLOATS", 16 * 7)
+    np.testing.assert_array_equal(l2_normalise(x), whole)
+    np.testing.assert_array_equal(whole, x / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1,
+                                                                       keepdims=True), 1e-12))
+
+
+@pytest.mark.parametrize("block_floats", [1 << 22, 16 * 60])  # one block of train rows; many (running top-k)
+def test_knn_small_table_is_bitwise_the_whole_table_computation(monkeypatch: pytest.MonkeyPatch,
+                                                                block_floats: int) -> None:
+    rng = np.random.default_rng(1)
+    train, q = rng.normal(size=(400, 16)).astype(np.float32), rng.normal(size=(2100, 16)).astype(np.float32)
+    monkeypatch.setattr(ood, "BLOCK_FLOATS", block_floats)
+    for k in (1, 7, 50):
+        np.testing.assert_array_equal(knn_score(train, q, k), whole_table_knn(train, q, k))
+
+
+def test_knn_float32_candidates_give_the_float64_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above WHOLE_BYTES, candidates come from float32 products; the score is still the float64 one, and rows whose
+    selection may have missed a neighbour (near-ties across the cut) are redone in float64."""
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 1, (5, 32))
+    train = (centres[rng.integers(0, 5, 3000)] + rng.normal(0, 1, (3000, 32))).astype(np.float32)
+    q = (centres[rng.integers(0, 5, 200)] + rng.normal(0, 1, (200, 32))).astype(np.float32)
+    expected = {k: whole_table_knn(train, q, k) for k in (1, 10, 50)}
+    monkeypatch.setattr(ood, "WHOLE_BYTES", 0)
+    monkeypatch.setattr(ood, "BLOCK_FLOATS", 32 * 128)  # several blocks of train rows
+    redone: list[int] = []
+    exact = ood._knn_exact
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        redone.append(len(args[2]))
+        return exact(*args, **kwargs)
+
+    monkeypatch.setattr(ood, "_knn_exact", counting)
+    for k, want in expected.items():
+        np.testing.assert_allclose(knn_score(train, q, k, chunk=64), want, rtol=0, atol=1e-12)
+    assert not redone  # well-separated neighbours: the float32 selection was provably complete
+    # a collapsed table: every cosine within float32 rounding of the others, so every row is redone in float64
+    flat = (np.ones((500, 32)) + rng.normal(0, 1e-7, (500, 32))).astype(np.float32)
+    np.testing.assert_allclose(knn_score(flat, flat[:20], 5, margin=2), whole_table_knn(flat, flat[:20], 5),
+                               rtol=0, atol=1e-12)
+    assert sum(redone) == 20
+    # duplicated rows: ties are exact in both precisions
+    dup = np.repeat(train[:40], 10, axis=0)
+    np.testing.assert_allclose(knn_score(dup, q, 15), whole_table_knn(dup, q, 15), rtol=0, atol=1e-12)
+
+
+def test_float32_products_are_full_precision_and_the_setting_is_restored() -> None:
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        with ood._full_float32_matmul():
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_kl_knn_over_blocks_equals_the_whole_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    tm, tl = rng.normal(0, 5, (500, 6)).astype(np.float32), rng.uniform(-8, 1, (500, 6)).astype(np.float32)
+    m, lv = rng.normal(0, 5, (70, 6)).astype(np.float32), rng.uniform(-8, 1, (70, 6)).astype(np.float32)
+    full = np.sort(gaussian_kl_matrix(m, lv, tm, tl), axis=1)
+    monkeypatch.setattr(ood, "BLOCK_FLOATS", 6 * 37)
+    for k in (1, 20, 500):
+        np.testing.assert_allclose(kl_knn(tm, tl, m, lv, k, chunk=16), full[:, k - 1], rtol=1e-12)
+    assert kl_knn(tm, tl, m[:0], lv[:0], 3).shape == (0,)
+
+
+def test_mahalanobis_fit_over_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    x, y, _ = clusters(rng, 400)
+    x[:, 2] = 0.0  # a dead dimension: the pseudo-inverse path
+    whole = fit_mahalanobis(x, y * 3 + 1)
+    kmeans_whole = fit_kmeans_mahalanobis(x, 3, seed=0)
+    monkeypatch.setattr(ood, "WHOLE_BYTES", 0)
+    monkeypatch.setattr(ood, "BLOCK_FLOATS", 8 * 33)
+    blocked = fit_mahalanobis(x, y * 3 + 1)
+    np.testing.assert_allclose(blocked.means, whole.means, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(blocked.precision, whole.precision, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(blocked.score(x[:50]), whole.score(x[:50]), rtol=1e-9)
+    given = fit_mahalanobis(x, np.zeros(len(x), np.int64), means=x.mean(0, keepdims=True))
+    np.testing.assert_allclose(given.precision, np.linalg.pinv(np.cov(x.T, bias=True)), rtol=1e-6, atol=1e-8)
+    km = fit_kmeans_mahalanobis(x, 3, seed=0)  # k-means on a table centred in place (copy_x=False)
+    np.testing.assert_allclose(km.means, kmeans_whole.means, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_scores_on_cuda_equal_cpu(monkeypatch: pytest.MonkeyPatch) -> None:  # pragma: no cover - GPU only
+    rng = np.random.default_rng(5)
+    train, q = rng.normal(size=(3000, 64)).astype(np.float32), rng.normal(size=(300, 64)).astype(np.float32)
+    lv, qlv = rng.uniform(-4, 1, train.shape).astype(np.float32), rng.uniform(-4, 1, q.shape).astype(np.float32)
+    assert ood.auto_device() == "cuda"
+    np.testing.assert_allclose(knn_score(train, q, 20, device="cuda"), knn_score(train, q, 20), atol=1e-12)
+    np.testing.assert_allclose(kl_knn(train, lv, q, qlv, 20, device="cuda"), kl_knn(train, lv, q, qlv, 20),
+                               rtol=1e-10)
+    monkeypatch.setattr(ood, "WHOLE_BYTES", 0)
+    np.testing.assert_allclose(knn_score(train, q, 20, device="cuda"), whole_table_knn(train, q, 20), atol=1e-12)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from sslbench.eval.ssim import paired_ssim, ssim
+from sslbench.eval.ssim import BATCH_BYTES, WORK_COPIES, _ssim_torch, batch_images, paired_ssim, resolve_device, ssim
 
 
 def _images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -44,3 +44,38 @@ def test_paired_ssim_pairs_by_index_not_order() -> None:
         paired_ssim(clean, index, noisy[:1], np.array([99]))
     with pytest.raises(ValueError, match="duplicates"):
         paired_ssim(clean[:2], np.array([1, 1]), noisy[:1], np.array([1]))
+
+
+def test_batches_do_not_change_any_value() -> None:
+    clean, noisy = _images(9, seed=3)
+    whole = ssim(clean, noisy)
+    assert batch_images(clean.shape, 1) == 1
+    np.testing.assert_array_equal(ssim(clean, noisy, batch_bytes=1), whole)  # one image per batch
+    index = np.arange(9) + 5
+    shuffle = np.random.default_rng(0).permutation(9)
+    np.testing.assert_array_equal(paired_ssim(clean[shuffle], index[shuffle], noisy, index, batch_bytes=1), whole)
+
+
+def test_batch_size_bounds_the_working_memory() -> None:
+    assert batch_images((224, 224, 3)) == BATCH_BYTES // (224 * 224 * 3 * 8 * WORK_COPIES)
+    assert batch_images((50_000, 224, 224, 3)) == batch_images((224, 224, 3)) >= 1
+
+
+def test_torch_path_equals_numpy() -> None:
+    clean, noisy = _images(4, seed=4)
+    np.testing.assert_allclose(_ssim_torch(clean, noisy, 255.0, "cpu"), ssim(clean, noisy), rtol=0, atol=1e-12)
+
+
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sslbench.eval.ssim as module
+
+    assert resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(module, "NVIDIA_MARKERS", ())  # no NVIDIA driver: CPU without importing torch
+    assert resolve_device("auto") == "cpu"
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu() -> None:  # pragma: no cover - GPU only
+    clean, noisy = _images(5, seed=5)
+    assert resolve_device("auto") == "cuda"
+    np.testing.assert_allclose(ssim(clean, noisy, device="cuda"), ssim(clean, noisy), rtol=0, atol=1e-12)

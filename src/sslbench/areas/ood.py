@@ -6,7 +6,9 @@ used only to choose the sign of the disputed stochastic scores (against the main
 numbers. Every detector is fitted on the main *train* split; the linear probe behind MSP/max-logit/energy is the
 probe area's (same `probe.linear` settings and seed, weight decay selected on val; Bayes-H: logits averaged over
 `probe.n_samples` draws of q(h), as in the probe area). Every table must come from the current
-`models/<method>/encoder.pt` (sha256 in its metadata), else the error names `dvc repro embed@<method>`.
+`models/<method>/encoder.pt` (sha256 in its metadata), else the error names `dvc repro embed@<method>`. The kNN
+and KL-kNN scores run on the GPU where there is one (`sslbench.eval.ood.auto_device`), over blocks of the train
+table; the kNN score is the same float64 value on either device, KL-kNN equal to float64 rounding.
 
 Outputs
 - `reports/ood/<method>.json` (flat; identical key set for every method):
@@ -28,6 +30,7 @@ Outputs
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import time
 import warnings
@@ -48,6 +51,7 @@ from sslbench.eval.ood import (
     Detectors,
     Stochastic,
     apply_signs,
+    auto_device,
     fit_detectors,
     select_sign,
     shared_classes,
@@ -186,6 +190,17 @@ def warn_shared_classes(data: Path, main: str, train_split: str, sets: dict[str,
             )
 
 
+def _one_mu(emb: Embeddings) -> Embeddings:
+    """A Bayes-H table stores μ twice (its embedding is μ of q(h)): keep one array of it (9.8 GiB for ImageNet's
+    train split). Compared block by block, so the check holds no temporary of the table's size."""
+    if emb.mu is None or emb.mu.shape != emb.embedding.shape:
+        return emb
+    step = max(1, (1 << 22) // max(1, emb.dim))
+    if all(np.array_equal(emb.mu[i : i + step], emb.embedding[i : i + step]) for i in range(0, len(emb.mu), step)):
+        return dataclasses.replace(emb, mu=emb.embedding)
+    return emb
+
+
 def _stochastic(emb: Embeddings) -> Stochastic | None:
     return None if emb.mu is None or emb.logvar is None else Stochastic(emb.mu, emb.logvar)
 
@@ -216,7 +231,7 @@ def _fit(s: OODSettings, train: Embeddings, val: Embeddings, probe: LinearProbe 
         probe, train.embedding, train.label,
         knn_k=s.knn_k, kmeans_clusters=s.kmeans_clusters, seed=st.seed,
         stochastic_train=stochastic, prior_log_prob=prior,
-        logit_samples=s.n_samples if train.meta["stochastic_space"] == "h" else 0,
+        logit_samples=s.n_samples if train.meta["stochastic_space"] == "h" else 0, device=auto_device(),
     )  # fmt: skip
 
 
@@ -252,7 +267,7 @@ def run(s: OODSettings, probe: LinearProbe | None = None) -> dict[str, Any]:
     ensure_writable(reports / "ood" / f"{method}.json", reports / "ood" / "plots" / method)
 
     sha = encoder_sha(st)
-    train = _read(data, method, main, st.train, sha)
+    train = _one_mu(_read(data, method, main, st.train, sha))
     val = _read(data, method, main, st.val, sha, like=train)
     test = _read(data, method, main, st.test, sha, like=train)
     test_sets = {name: split for sets in groups.values() for name, split in sets.items()}

@@ -8,13 +8,20 @@ probe protocol, from its own embeddings (never from another stage's output, so `
 depend on itself). Writes `reports/robustness/<method>.json` (metrics, `sslbench.eval.corruption`),
 `reports/robustness/plots/<method>/errors.csv` (per corruption and severity, for `dvc plots`) and
 `reports/robustness/gradcam/<method>.png` (`sslbench.eval.gradcam`, drawn by `sslbench.report.panels`).
+
+Memory: the corrupted sets are never all held or concatenated at once (ImageNet-C's 95 tables of 50,000 x 2048
+float32 are 36 GiB, and their concatenation as much again). `load_tables` checks every table before any work and keeps
+the embeddings of the first ones up to `HOLD_BYTES`; `evaluate` reads the others again one at a time and predicts the
+sets in groups of at most `GROUP_BYTES` (the small study's 95 sets are one group: one probe call, as before).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,8 @@ log = logging.getLogger("sslbench.robustness")
 
 SUPERVISED = "supervised"
 REFERENCES = ("auto", "alexnet", "supervised")
+HOLD_BYTES = 2 << 30  # corrupted-set embeddings kept in memory after their check; the others are read again
+GROUP_BYTES = 1 << 30  # corrupted-set embeddings predicted by one probe call
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,29 @@ class RobustnessSettings:
 
 
 @dataclass
+class CorruptedSet:
+    """One corrupted set's table, checked by `load_tables`: its labels, and its embeddings while they fit in
+    `HOLD_BYTES` (None: `embeddings()` reads the table again)."""
+
+    corruption: str
+    severity: int
+    index: np.ndarray
+    label: np.ndarray
+    embedding: np.ndarray | None
+    read: Callable[[], Embeddings]
+
+    def embeddings(self) -> np.ndarray:
+        """The (N, D) embeddings, read again (and checked to be the same rows) when they were not kept."""
+        if self.embedding is not None:
+            return self.embedding
+        emb = self.read()
+        if not (np.array_equal(emb.index, self.index) and np.array_equal(emb.label, self.label)):
+            raise UserError(f"embeddings of {emb.meta['dataset']}/{emb.meta['split']} changed during the evaluation; "
+                            f"run `dvc repro embed@{emb.meta['method']}`")
+        return emb.embedding
+
+
+@dataclass
 class Tables:
     """One model's embeddings for the evaluation: train/val, the clean test rows of the corrupted subset (in
     subset order) and every corrupted set."""
@@ -58,7 +90,7 @@ class Tables:
     val: Embeddings
     clean: np.ndarray
     clean_labels: np.ndarray
-    sets: list[tuple[str, int, Embeddings]]
+    sets: list[CorruptedSet]
 
 
 @dataclass
@@ -109,8 +141,9 @@ def _embeddings(study: Study, method: str, dataset: str, split: str, dim: int | 
     )
 
 
-def load_tables(study: Study, method: str, family: dict[str, Any]) -> Tables:
-    """Read and check every embedding table of `method` that the evaluation needs (before any training)."""
+def load_tables(study: Study, method: str, family: dict[str, Any], hold_bytes: int = HOLD_BYTES) -> Tables:
+    """Read and check every embedding table of `method` that the evaluation needs (before any training); the
+    corrupted sets' embeddings are kept up to `hold_bytes` in all (`CorruptedSet`)."""
     dataset = study.dataset
     rebuild = f"dvc repro embed@{method}"
     train = _embeddings(study, method, dataset, study.train)
@@ -124,11 +157,13 @@ def load_tables(study: Study, method: str, family: dict[str, Any]) -> Tables:
             f"the clean test embeddings of {method} lack some of the corrupted sets' source indices; run `{rebuild}`"
         )
     rows = order[pos]
-    sets: list[tuple[str, int, Embeddings]] = []
+    sets: list[CorruptedSet] = []
+    held = 0
     for corruption in family["corruptions"]:
         for severity in family["severities"]:
             split = f"{corruption}_{severity}"
-            emb = _embeddings(study, method, f"{dataset}_c", split, train.dim)
+            read = functools.partial(_embeddings, study, method, f"{dataset}_c", split, train.dim)
+            emb = read()
             if not np.array_equal(np.sort(emb.index), subset):
                 raise UserError(
                     f"embeddings of {dataset}_c/{split} for {method} do not cover the corrupted set's images (stale "
@@ -138,26 +173,41 @@ def load_tables(study: Study, method: str, family: dict[str, Any]) -> Tables:
             if not np.array_equal(emb.label, test.label[rows][at]):
                 raise UserError(f"labels of {dataset}_c/{split} for {method} differ from the clean test labels at the "
                                 f"same index; run `{rebuild}`")
-            sets.append((corruption, int(severity), emb))
+            keep = held + emb.embedding.nbytes <= hold_bytes
+            held += emb.embedding.nbytes if keep else 0
+            sets.append(CorruptedSet(corruption, int(severity), emb.index, emb.label,
+                                     emb.embedding if keep else None, read))
+            del emb
     return Tables(train, val, test.embedding[rows], test.label[rows], sets)
 
 
-def evaluate(s: RobustnessSettings, tables: Tables, probe: LinearProbe | None = None) -> Evaluation:
+def evaluate(s: RobustnessSettings, tables: Tables, probe: LinearProbe | None = None,
+             group_bytes: int = GROUP_BYTES) -> Evaluation:
     """Measure E_clean and every E_{c,s} with `probe`, or with the probe trained here on the clean train
-    embeddings (weight decay chosen on val) when it is None."""
-    if probe is None:
-        probe = train_probe(tables.train, tables.val, s.study, s.linear)
-    clean_error = top1_error(probe.predict(tables.clean), tables.clean_labels)
-    # one probe pass over every corrupted set at once (a call per set costs more than the arithmetic)
-    stacked = [e.embedding for *_, e in tables.sets]
-    predictions = probe.predict(np.concatenate(stacked)) if stacked else np.zeros(0, np.int64)
+    embeddings (weight decay chosen on val) when it is None. The sets are predicted in groups of at most
+    `group_bytes` of embeddings (a call per set costs more than the arithmetic on small sets)."""
+    fitted = train_probe(tables.train, tables.val, s.study, s.linear) if probe is None else probe
+    clean_error = top1_error(fitted.predict(tables.clean), tables.clean_labels)
     errors: dict[str, dict[int, float]] = {}
-    start = 0
-    for corruption, severity, emb in tables.sets:
-        stop = start + len(emb.label)
-        errors.setdefault(corruption, {})[severity] = top1_error(predictions[start:stop], emb.label)
-        start = stop
-    return Evaluation(probe, clean_error, errors, len(tables.clean_labels))
+    group: list[tuple[CorruptedSet, np.ndarray]] = []
+
+    def flush() -> None:
+        predictions = fitted.predict(np.concatenate([e for _, e in group]))
+        start = 0
+        for cs, _ in group:
+            stop = start + len(cs.label)
+            errors.setdefault(cs.corruption, {})[cs.severity] = top1_error(predictions[start:stop], cs.label)
+            start = stop
+        group.clear()
+
+    for cs in tables.sets:
+        embedding = cs.embeddings()
+        if group and sum(e.nbytes for _, e in group) + embedding.nbytes > group_bytes:
+            flush()
+        group.append((cs, embedding))
+    if group:
+        flush()
+    return Evaluation(fitted, clean_error, errors, len(tables.clean_labels))
 
 
 def run(s: RobustnessSettings, probe: LinearProbe | None = None) -> dict[str, Any]:

@@ -28,13 +28,16 @@ def knn_votes(
     k: int = 20,
     temperature: float = 0.07,
     block_floats: int = 1 << 24,
+    device: str = "cpu",
 ) -> np.ndarray:
     """Class votes (N_test, C): sum over the k nearest train examples (cosine) of exp(similarity / temperature).
 
     Args:
         train_x (N, D), train_y (N,), test_x (M, D): features and integer labels in [0, num_classes).
         k: neighbours (capped at N); temperature: T of the exponential weights.
-        block_floats: the largest similarity block held at once (test rows x train rows).
+        block_floats: the largest similarity block held at once (test rows x train rows); 16x that on a GPU.
+        device: where the products and the top-k run (`cuda`: the train table is moved there block by block, once
+            per block of test rows; the tables themselves stay on the CPU).
     Returns:
         float32 (M, C) votes; `argmax(1)` is the prediction.
     """
@@ -44,27 +47,32 @@ def knn_votes(
     labels = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     if len(xt) == 0 or len(labels) != len(xt):
         raise ValueError(f"need a non-empty train set with one label per row, got {len(xt)} rows, {len(labels)} labels")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        block_floats *= 16
     n, k = len(xt), min(k, len(xt))
     step_x = max(k, min(n, 65536))
     inv_norm = torch.cat([1.0 / xt[i : i + step_x].norm(dim=1).clamp_min(1e-12) for i in range(0, n, step_x)])
+    inv_norm, labels = inv_norm.to(dev), labels.to(dev)
     step_q = max(1, min(len(qt), block_floats // step_x))
-    votes = torch.zeros(len(qt), num_classes)
+    votes = torch.zeros(len(qt), num_classes, device=dev)
     for i in range(0, len(qt), step_q):
-        q = F.normalize(qt[i : i + step_q], dim=1)
-        best_sim = torch.full((len(q), k), -float("inf"))
-        best_idx = torch.zeros((len(q), k), dtype=torch.long)
+        q = F.normalize(qt[i : i + step_q].to(dev), dim=1)
+        best_sim = torch.full((len(q), k), -float("inf"), device=dev)
+        best_idx = torch.zeros((len(q), k), dtype=torch.long, device=dev)
         for j in range(0, n, step_x):
-            sim = (q @ xt[j : j + step_x].T) * inv_norm[j : j + step_x]
+            sim = (q @ xt[j : j + step_x].to(dev).T) * inv_norm[j : j + step_x]
             sim_all = torch.cat([best_sim, sim], dim=1)
-            idx_all = torch.cat([best_idx, torch.arange(j, j + sim.shape[1]).expand(len(q), -1)], dim=1)
+            idx_all = torch.cat([best_idx, torch.arange(j, j + sim.shape[1], device=dev).expand(len(q), -1)], dim=1)
             best_sim, pos = sim_all.topk(k, dim=1)
             best_idx = idx_all.gather(1, pos)
         weights = (best_sim / temperature).exp()
         votes[i : i + step_q].scatter_add_(1, labels[best_idx], weights)
-    return votes.numpy()
+    return votes.cpu().numpy()
 
 
 def knn_predict(train_x: Array, train_y: np.ndarray, test_x: Array, *, num_classes: int, k: int = 20,
-                temperature: float = 0.07) -> np.ndarray:
+                temperature: float = 0.07, device: str = "cpu") -> np.ndarray:
     """Predicted labels (M,) of the weighted kNN classifier (see `knn_votes`)."""
-    return knn_votes(train_x, train_y, test_x, num_classes=num_classes, k=k, temperature=temperature).argmax(1)
+    return knn_votes(train_x, train_y, test_x, num_classes=num_classes, k=k, temperature=temperature,
+                     device=device).argmax(1)
