@@ -35,9 +35,29 @@ def test_repro_writes_every_declared_output(study: Path) -> None:
     assert "simclr" in (study / "reports" / "summary.md").read_text()
     merged = json.loads((study / "reports" / "metrics.json").read_text())
     assert set(TINY_METHODS) <= set(merged)
+    headline = json.loads((study / "reports" / "headline.json").read_text())
+    assert list(headline) == list(TINY_METHODS) and headline["simclr"]["linear_top1"] == round(
+        100 * merged["simclr"]["linear/top1"], 1)
+    for method in TINY_METHODS:  # the training log, DVCLive's files only
+        live = study / "reports" / "pretrain" / "live" / method
+        assert sorted(p.relative_to(live).as_posix() for p in live.rglob("*") if p.is_file()) == [
+            "metrics.json", *(f"plots/metrics/{n}.tsv" for n in (
+                "effective_rank", "epoch", "feature_std", "images_per_s", "lr", "online_top1", "ssl_loss"))]
     # nothing left to do, and no Hydra or Lightning litter in the repository
     assert would_run(study) == set()
     assert not (study / "outputs").exists() and not (study / "lightning_logs").exists()
+
+
+def test_plots_render_from_the_declared_data(study: Path) -> None:
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], study).stdout)
+    assert not [name for name, plots in shown["data"].items() for plot in plots if plot.get("errors")], shown.get(
+        "errors")
+    ids = set(shown["data"])
+    assert {"reports/figures/data/pretrain_ssl_loss.csv", "reports/figures/data/roc_far.csv",
+            "reports/figures/gradcam_grid.png", "reports/pretrain/live/simclr/plots/metrics/ssl_loss.tsv"} <= ids
+    loss = shown["data"]["reports/figures/data/pretrain_ssl_loss.csv"][0]["content"]
+    assert loss["encoding"]["color"]["field"] == "method"  # one line per method (.dvc/plots/lines_by_method.json)
+    assert {row["method"] for row in loss["data"]["values"]} == set(TINY_METHODS)
 
 
 def test_probe_param_reruns_only_probe_stages(study: Path) -> None:
@@ -81,6 +101,13 @@ def test_exp_run_and_metrics_diff(study: Path) -> None:
     assert "reports/pretrain/simclr.json" in changed_files
     # other methods' chains did not rerun, so their metrics files do not appear in the diff
     assert not any("supervised" in path for path in changed_files)
+    # README's readable table: the headline numbers come first, and dropping every name with a `/` (file-qualified
+    # and per-area metrics, deps) leaves them with the params that changed
+    table = run(["dvc", "exp", "show", "--csv", "--only-changed", "--drop", ".*/"], study).stdout.splitlines()
+    columns = table[0].split(",")
+    assert columns[columns.index("Created") + 1] == "simclr.linear_top1"  # the headline numbers first
+    assert "simclr.pretrain_s" in columns and "methods.simclr.module.temperature" in columns
+    assert not [c for c in columns if "/" in c]
 
 
 def test_a_source_edit_reruns_only_the_stages_that_run_it(study: Path) -> None:

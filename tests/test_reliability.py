@@ -53,7 +53,7 @@ pytestmark = pytest.mark.slow
 METHODS = {"supervised": {}, "simclr": {}}  # supervised: the robustness reference of every method
 N_TRAIN, BATCH, EPOCHS = 200, 16, 2
 STEPS_PER_EPOCH = N_TRAIN // BATCH  # 12 (drop-last)
-TIMING = ("pretrain/wall_s", "pretrain/images_per_s")
+TIMING = ("pretrain/wall_s", "images_per_s", "pretrain_s")  # the second: pretrain/... and the training log's
 
 
 def study_params(seed: int = 0) -> dict[str, Any]:
@@ -70,9 +70,12 @@ def new_study(root: Path, seed: int = 0) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, Any]:
-    """What two runs must agree on: metrics (minus wall-clock keys) and plot data (CSV)."""
-    csv = {str(p.relative_to(root)): p.read_text() for p in sorted((root / "reports").rglob("*.csv"))}
-    return {"metrics": metrics_without(metrics_files(root), TIMING), "csv": csv}
+    """What two runs must agree on: metrics (minus wall-clock keys) and plot data (CSV, and the TSVs of the
+    training logs but the throughput's)."""
+    tables = [*(root / "reports").rglob("*.csv"), *(root / "reports").rglob("*.tsv")]
+    csv = {str(p.relative_to(root)): p.read_text() for p in sorted(tables) if p.name != "images_per_s.tsv"}
+    live = {str(p.relative_to(root)): p.read_text() for p in sorted((root / "reports").glob("pretrain/live/*/*.json"))}
+    return {"metrics": metrics_without({**metrics_files(root), **live}, TIMING), "csv": csv}
 
 
 def lock_stages(root: Path) -> set[str]:
@@ -179,7 +182,9 @@ def test_interrupted_study_equals_the_uninterrupted_one(reference: tuple[Path, d
     for path in expected["metrics"]:
         assert got["metrics"][path] == expected["metrics"][path], path
     assert got["csv"] == expected["csv"]
-    assert "reports/pretrain/plots/simclr/train.csv" in got["csv"]
+    # the training log of the resumed run: every step once, the same values (its checkpoint's rows written again)
+    assert "reports/pretrain/live/simclr/plots/metrics/ssl_loss.tsv" in got["csv"]
+    assert "reports/pretrain/live/simclr/metrics.json" in got["metrics"]
 
 
 def test_different_seed_gives_different_metrics(reference: tuple[Path, dict[str, Any]],
@@ -189,7 +194,7 @@ def test_different_seed_gives_different_metrics(reference: tuple[Path, dict[str,
     root = new_study(tmp_path_factory.mktemp("seed1"), seed=1)
     run(["dvc", "repro", "pretrain@simclr"], root)
     other, expected = snapshot(root), reference[1]
-    path, curve = "reports/pretrain/simclr.json", "reports/pretrain/plots/simclr/train.csv"
+    path, curve = "reports/pretrain/simclr.json", "reports/pretrain/live/simclr/plots/metrics/ssl_loss.tsv"
     assert other["metrics"][path].keys() == expected["metrics"][path].keys()
     assert other["metrics"][path] != expected["metrics"][path]
     assert other["csv"][curve] != expected["csv"][curve]
@@ -272,8 +277,9 @@ def test_unknown_key_in_a_params_section(study: Path) -> None:
 
 def test_unknown_key_in_a_method_entry(study: Path) -> None:
     set_params(study, methods__simclr={"module": {"temprature": 0.2}})
-    fails_cleanly(study, ["pretrain@simclr"], "method.module.temprature", "temperature", "methods.<name>")
-    assert not (study / "models/simclr/encoder.pt").exists()
+    # the first stage that runs (`codedeps`, which reads `methods:`) checks the whole params file and stops
+    out = fails_cleanly(study, ["pretrain@simclr"], "methods.simclr.module.temprature", "'temperature'")
+    assert "Running stage 'pretrain@simclr'" not in out
 
 
 def test_wrong_value_type(study: Path) -> None:
@@ -410,3 +416,15 @@ def test_output_folder_that_cannot_be_written(study: Path) -> None:
         fails_cleanly(study, ["--single-item", "--force", "embed@simclr"],
                       "cannot write data/embeddings/simclr", "make that folder writable")
     assert not (study / "data/embeddings/simclr").exists()
+
+
+def test_pretrain_output_folder_that_cannot_be_written(study: Path) -> None:
+    # pretrain@simclr's metrics file is gone and the folder that receives it is read-only: the stage stops before
+    # training (no checkpoint, no progress line) rather than after the whole run
+    (study / "reports/pretrain/simclr.json").unlink()
+    with read_only(study / "reports/pretrain"):
+        out = fails_cleanly(study, ["--single-item", "--force", "pretrain@simclr"],
+                            "cannot write reports/pretrain/simclr.json", "make that folder writable")
+    assert "pretrain@simclr: " not in out and not (study / "models/simclr/last.ckpt").exists()
+    # no training log either (DVC, which deleted the stage's outputs first, leaves their empty parent folders)
+    assert not [p for p in (study / "reports/pretrain/live/simclr").rglob("*") if p.is_file()]

@@ -154,7 +154,8 @@ def embed_split(
 ) -> int:
     """Embed `target` into `writer`, buffering up to `ROW_GROUP_BYTES` of embeddings per Parquet row group.
 
-    `progress` (a tqdm bar or None) is advanced by the number of images done. Returns the rows written.
+    `progress` (a bar of `sslbench.progress.progress`, or None) is advanced by the number of images done. Returns
+    the rows written.
     """
     width = writer.dim + 2 * (writer.stochastic_dim or 0)
     group_rows = max(batch_size, ROW_GROUP_BYTES // (4 * width))
@@ -199,9 +200,12 @@ def embed_targets(
     device: str = "cpu",
     num_workers: int = 0,
     progress: Any = None,
+    dtype: str = "float32",
 ) -> dict[str, int]:
     """Write `<folder>/<dataset>/<split>.parquet` for every target, in order (`embed_split`); returns the rows of
-    each table by `<dataset>/<split>`. `progress` (a tqdm bar or None) shows the table being written."""
+    each table by `<dataset>/<split>`. `progress` (a bar of `sslbench.progress.progress`: a tqdm bar on a terminal,
+    a few log lines otherwise; or None) shows the table being written. `dtype`: the tables' storage type
+    (`io.EMBED_DTYPES`; float16 halves them on disk)."""
     spec = encoder.spec
     rows: dict[str, int] = {}
     for target in targets:
@@ -216,6 +220,7 @@ def embed_targets(
             stochastic_space=spec.stochastic_space,
             stochastic_dim=encoder.stochastic_dim,
             encoder_sha256=encoder_sha256,
+            dtype=dtype,
         ) as writer:
             embed_split(encoder, target, writer, batch_size=batch_size, device=device, num_workers=num_workers,
                         progress=progress)

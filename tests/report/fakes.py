@@ -42,11 +42,19 @@ def write_fake_study(
                 "pretrain/effective_rank": float(rng.uniform(5, 60)), "pretrain/wall_s": float(rng.uniform(40, 95)),
                 "pretrain/steps": 30,
             })
-            curve = reports / "pretrain" / "plots" / m / "train.csv"  # the pretrain stage's per-step history
-            curve.parent.mkdir(parents=True, exist_ok=True)
-            curve.write_text("step,epoch,ssl_loss,online_top1,lr\n" + "".join(
-                f"{s},{s // 5},{3 * np.exp(-s / 20) + 0.5:.4f},{acc * (1 - np.exp(-s / 10)):.4f},0.3\n"
-                for s in range(0, 30)))
+            # the pretrain stage's DVCLive log: a TSV per curve, the collapse indicators at step 0 and epoch ends
+            live = reports / "pretrain" / "live" / m / "plots" / "metrics"
+            live.mkdir(parents=True, exist_ok=True)
+            curves = {"epoch": [(s - 1) // 5 for s in range(1, 31)],
+                      "ssl_loss": [3 * np.exp(-s / 20) + 0.5 for s in range(1, 31)],
+                      "online_top1": [acc * (1 - np.exp(-s / 10)) for s in range(1, 31)],
+                      "lr": [0.3] * 30, "images_per_s": [400.0] * 30}
+            for name, values in curves.items():
+                (live / f"{name}.tsv").write_text(f"step\t{name}\n" + "".join(
+                    f"{s}\t{v}\n" for s, v in enumerate(values, start=1)))
+            (live / "feature_std.tsv").write_text("step\tfeature_std\n" + "".join(
+                f"{s}\t{0.1 - 0.002 * s}\n" for s in range(0, 31, 5)))
+            (live.parent.parent / "metrics.json").write_text(json.dumps({"step": 30, "ssl_loss": 0.8}))
         if ("probe", m) not in missing:
             wds = {f"linear/top1_wd{wd:.0e}": acc - 0.01 * k for k, wd in enumerate((1e-4, 1e-5, 1e-6))}
             _json(reports / "probe" / f"{m}.json", {

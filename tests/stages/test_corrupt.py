@@ -166,3 +166,22 @@ def test_imagenet_c_is_located_in_its_real_layout(compose, tmp_path: Path) -> No
         assert [r["severity"] for r in csv.DictReader(fh)] == ["1", "3"]
     with pytest.raises(UserError, match=r"ImageNet-C not found: .*gaussian_noise/1 is missing.*<wnid>"):
         corrupt.run(compose("corrupt", [*base, f"corrupt.root={tmp_path / 'nowhere'}"]))
+
+
+def test_a_failed_run_leaves_nothing(compose, tiny_data: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _study(tiny_data, tmp_path)
+    real = C.generate_corrupted
+
+    def fails_midway(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for i, item in enumerate(real(*args, **kwargs)):
+            if i == 3:
+                raise UserError("the fourth set failed")
+            yield item
+
+    monkeypatch.setattr(C, "generate_corrupted", fails_midway)
+    cfg = compose("corrupt", _overrides(data, tmp_path / "r", "corrupt.n_images=2", "corrupt.workers=1"))
+    with pytest.raises(UserError, match="the fourth set failed"):
+        corrupt.run(cfg)
+    assert not (data / "corrupted").exists()  # not even the empty folder that held the temporary sets
+    assert not (tmp_path / "r").exists()

@@ -45,3 +45,31 @@ def test_prepare_writes_sample_grid(compose, tmp_path: Path) -> None:  # type: i
     )
     prepare.run(cfg)
     assert (tmp_path / "r" / "prepare" / "shapes_train.png").stat().st_size > 1000
+
+
+def test_every_dataset_is_checked_before_anything_is_written(compose, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from sslbench.data import download
+    from tests.data import fixtures_real as fx
+
+    raw = tmp_path / "raw"
+    fx.write_cifar10(raw)  # the study's own dataset is there, its OOD and transfer sets are not
+    overrides = [f"paths.data={tmp_path / 'data'}", f"paths.reports={tmp_path / 'reports'}", "dataset=cifar10",
+                 f"prepare.root={raw}"]
+    with pytest.raises(UserError) as info:
+        prepare.run(compose("prepare", overrides))
+    text = str(info.value)
+    assert text.startswith("8 datasets of the study are not available (cifar100, tinyimagenet, mnist, svhn, dtd, "
+                           "places365, flowers102, sun397); nothing was written")
+    assert text.count("Expected layout under") == 8 and "prepare.download=true" in text
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
+
+    # downloading on: a dataset that cannot be downloaded (ImageNet) stops the stage before any download
+    def no_network(url: str, dest: Path) -> None:
+        raise AssertionError(f"fetched {url}")
+
+    monkeypatch.setattr(download, "fetch", no_network)
+    with pytest.raises(UserError, match="(?s)dataset 'imagenet' .*cannot be downloaded automatically"):
+        prepare.run(compose("prepare", [*overrides, "dataset=imagenet", "prepare.download=true"]))
+    assert sorted(p.name for p in raw.iterdir()) == ["cifar10"]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()

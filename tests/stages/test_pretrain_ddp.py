@@ -41,7 +41,9 @@ def _pretrain(data: Path, out: Path, *extra: str) -> dict:
 
 
 def _history(out: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((out / "reports/pretrain/plots/simclr/train.csv").read_text().splitlines()))
+    """The run's per-step SSL loss, as DVCLive logged it (rank 0 alone writes the log)."""
+    text = (out / "reports/pretrain/live/simclr/plots/metrics/ssl_loss.tsv").read_text()
+    return list(csv.DictReader(text.splitlines(), delimiter="\t"))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo multi-process test targets POSIX")

@@ -47,9 +47,31 @@ def test_report_writes_summary_figures_and_metrics(study: tuple[Path, dict]) -> 
     assert sorted(p.name for p in (reports / "figures" / "data").iterdir()) == [
         "accuracy.csv", "error_vs_severity.csv", "pretrain_online_top1.csv", "pretrain_ssl_loss.csv", "roc_far.csv",
         "roc_near.csv", "ssim_vs_severity.csv"]
-    header = (reports / "figures" / "data" / "error_vs_severity.csv").read_text().splitlines()[0]
-    assert header == "severity," + ",".join(METHODS)
+    # long tables for dvc.yaml's `plots:` (x, method, y): one line per method with data, in study order
+    errors = (reports / "figures" / "data" / "error_vs_severity.csv").read_text().splitlines()
+    assert errors[0] == "severity,method,error"
+    assert list(dict.fromkeys(row.split(",")[1] for row in errors[1:])) == [m for m in METHODS if m != "byol"]
+    loss = (reports / "figures" / "data" / "pretrain_ssl_loss.csv").read_text().splitlines()
+    assert loss[0] == "step,method,ssl_loss" and len(loss) == 1 + 30 * len(METHODS)
     assert not [p for p in reports.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_headline_has_a_handful_of_numbers_per_method(study: tuple[Path, dict]) -> None:
+    root, _ = study
+    head = json.loads((root / "reports" / "headline.json").read_text())
+    assert list(head) == list(METHODS)
+    assert all(list(numbers) == ["linear_top1", "knn_top1", "mce", "far_auroc", "far_score", "pretrain_s"]
+               for numbers in head.values())
+    merged = json.loads((root / "reports" / "metrics.json").read_text())["simclr"]
+    simclr = head["simclr"]
+    assert simclr["linear_top1"] == 46.4 and simclr["knn_top1"] == round(100 * merged["knn/top1"], 1)
+    assert simclr["mce"] == round(100 * merged["robustness/mce"], 1)
+    far = {k.split("/")[2]: v for k, v in merged.items() if k.startswith("ood/far/") and k.endswith("/auroc") and v}
+    assert simclr["far_score"] == max(far, key=far.__getitem__)
+    assert simclr["far_auroc"] == round(100 * max(far.values()), 1)
+    assert simclr["pretrain_s"] == round(merged["pretrain/wall_s"], 1)
+    assert head["byol"]["linear_top1"] is None and head["byol"]["mce"] is None  # its files are missing
+    assert head["byol"]["far_auroc"] is not None
 
 
 def test_summary_reads_like_a_results_section(study: tuple[Path, dict]) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sslbench.errors import UserError
+from sslbench.progress import progress
 
 log = logging.getLogger("sslbench.download")
 
@@ -146,16 +147,15 @@ RESOURCES: dict[str, tuple[Resource, ...]] = {
 
 
 def fetch(url: str, dest: Path) -> None:
-    """Stream `url` into `dest` with a progress bar. The only network access of the package (tests replace it).
+    """Stream `url` into `dest` with a progress bar (a few log lines when not on a terminal: `sslbench.progress`).
+    The only network access of the package (tests replace it).
 
     Raises OSError (urllib's URLError/HTTPError included) when the network or the server fails.
     """
-    from tqdm import tqdm
-
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+        with progress(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
             while block := response.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))

@@ -5,11 +5,16 @@
   images are decoded and resized to `meta["image_size"]` on access.
 
 `open_split(...)` returns a `SplitSource`; consumers (embedding, corruption, fine-tuning) ask for batches by index.
+It checks an array split against the sha256 its `meta.json` records (`io.write_split`) once per process: a file
+changed or damaged after `prepare` wrote it (same size, other bytes) stops the stage that reads it, also when the
+stage runs as a command outside `dvc repro`. The check reads the arrays once (memory-mapped, in chunks); a split is
+checked again only if its files change on disk (inode, size, mtime or ctime).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +65,51 @@ class SplitSource:
         return out
 
 
+# (folder, recorded sha256 of both arrays, signature of both files) of the splits that passed their check
+_VERIFIED: set[tuple[object, ...]] = set()
+
+
+def _signature(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def sha256_rows(array: np.ndarray, chunk_bytes: int = 16 << 20) -> str:
+    """`io.sha256_array(array)` (the sha256 of the C-ordered bytes) computed a chunk of rows at a time, so that a
+    memory-mapped array is hashed without being copied into memory whole."""
+    digest = hashlib.sha256()
+    rows = max(1, chunk_bytes // max(1, array[:1].nbytes))
+    for start in range(0, len(array), rows):
+        digest.update(np.ascontiguousarray(array[start : start + rows]).data)
+    return digest.hexdigest()
+
+
+def verify_arrays(directory: Path, images: np.ndarray, labels: np.ndarray, meta: dict[str, Any],
+                  rebuild: str) -> None:
+    """Check `images.npy` and `labels.npy` of `directory` against `meta["sha256"]` (once per process and file
+    state); raise `UserError` naming the file and `rebuild` on a mismatch. Splits without recorded sha256 pass."""
+    recorded = meta.get("sha256")
+    if not isinstance(recorded, dict) or not {"images", "labels"} <= recorded.keys():
+        return
+    files = {"images": directory / "images.npy", "labels": directory / "labels.npy"}
+    key = (str(directory.resolve()), recorded["images"], recorded["labels"],
+           *(_signature(path) for path in files.values()))
+    if key in _VERIFIED:
+        return
+    for name, array in (("images", images), ("labels", labels)):
+        if sha256_rows(array) != recorded[name]:
+            raise UserError(
+                f"dataset split {directory} fails its sha256 check: {files[name]} is not the file `meta.json` "
+                f"records (it was changed or damaged after it was written); run `{rebuild}` to rebuild it"
+            )
+    _VERIFIED.add(key)
+
+
 def open_split(
     data_root: str | os.PathLike[str], dataset: str, split: str, rebuild: str = "dvc repro prepare"
 ) -> SplitSource:
-    """Open `data/datasets/<dataset>/<split>/`; raises `UserError` naming the folder and `rebuild` if absent."""
+    """Open `data/datasets/<dataset>/<split>/`; raises `UserError` naming the folder and `rebuild` if it is absent,
+    unreadable or (array splits) fails the sha256 check of `verify_arrays`."""
     directory = split_dir(data_root, dataset, split)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
@@ -72,12 +118,13 @@ def open_split(
     if (directory / "images.npy").is_file():
         try:
             array = np.load(directory / "images.npy", mmap_mode="r", allow_pickle=False)
-            labels = np.load(directory / "labels.npy", allow_pickle=False).astype(np.int64)
+            labels = np.load(directory / "labels.npy", allow_pickle=False)
         except (OSError, ValueError) as err:
             raise UserError(f"dataset split {directory} is unreadable ({err}); run `{rebuild}`") from err
         if array.ndim != 4 or array.dtype != np.uint8 or len(array) != len(labels):
             raise UserError(f"dataset split {directory} has inconsistent arrays; run `{rebuild}`")
-        return SplitSource(directory, labels, meta, _array=array)
+        verify_arrays(directory, array, labels, meta, rebuild)
+        return SplitSource(directory, labels.astype(np.int64), meta, _array=array)
     index = directory / "index.csv"
     if not index.is_file():
         raise UserError(f"dataset split {directory} has neither images.npy nor index.csv; run `{rebuild}`")

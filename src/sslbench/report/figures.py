@@ -265,14 +265,19 @@ def ssim_vs_severity(ssim: pd.DataFrame | None, path: Path, *, dpi: int = 110) -
 
 def training_curves(curves: pd.DataFrame | None, path: Path, *, methods: Sequence[str],
                     dpi: int = 110) -> Path | None:
-    """Pretraining curves the pretrain stage logged: one panel per metric (at most 6), one line per method."""
+    """Pretraining curves the pretrain stage logged: one panel per metric (at most 6), one line per method. The
+    throughput (`images_per_s`) is left out: it measures the machine, and the figure stays the same for a seed."""
     if curves is None or curves.empty:
+        return None
+    curves = curves[curves["metric"] != "images_per_s"]
+    if curves.empty:
         return None
     metrics = list(dict.fromkeys(curves["metric"]))[:6]
     frame = curves[curves["metric"].isin(metrics)]
     x = "step"
-    if "epoch" in frame.columns and frame["epoch"].notna().all() and frame["epoch"].nunique() >= 5:
-        # per-step values are noisy; with enough epochs the per-epoch mean reads better with many methods
+    if "epoch" in frame.columns and frame["epoch"].notna().any() and frame["epoch"].nunique() >= 5:
+        # per-step values are noisy; with enough epochs the per-epoch mean reads better with many methods (points
+        # without an epoch, such as the collapse indicators before the first step, are left out)
         frame = frame.groupby(["method", "metric", "epoch"])["value"].mean().reset_index()
         x = "epoch"
     return _panel_lines(frame, path, panel="metric", panels=metrics, x=x, y="value", hue="method",

@@ -166,7 +166,7 @@ def load_study(reports: Path, models: Path, methods: Sequence[str]) -> StudyResu
                     rocs += _roc_long(frame, method, path.stem[len("roc_") :])
                 elif missing:
                     results.missing_plots.append(missing)
-        curves += _read_training_curves(reports / "pretrain" / "plots" / method, method)
+        curves += _read_training_curves(reports.joinpath(*LIVE_CURVES, method), method)
         config_path = models / method / "config.yaml"
         try:
             loaded = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
@@ -211,31 +211,48 @@ def _read_ssim(path: Path, missing_plots: list[MissingInput]) -> pd.DataFrame | 
     return out
 
 
-def _read_training_curves(folder: Path, method: str) -> list[pd.DataFrame]:
-    """Training curves the pretrain stage logged as CSV/TSV (its `train.csv` or DVCLive's layout).
+# the pretrain stage's training log (DVCLive, sslbench.training.live): reports/pretrain/live/<method>/plots/metrics/
+LIVE_CURVES = ("pretrain", "live")
+# curves in the order the figures show them; others follow in file order
+CURVE_ORDER = ("ssl_loss", "online_top1", "lr", "feature_std", "effective_rank", "images_per_s")
 
-    Long rows (method, metric, step, epoch, value): x is `step` (else `epoch`); `epoch` is kept when present
-    (NaN otherwise) so that figures can average per epoch; `timestamp` is ignored.
+
+def _read_training_curves(folder: Path, method: str) -> list[pd.DataFrame]:
+    """Training curves the pretrain stage logged under `folder`: DVCLive's `plots/metrics/<name>.tsv` (columns
+    `step`, `<name>`, maybe `timestamp`), or any CSV/TSV with a `step` (else `epoch`) column and several curves.
+
+    Long rows (method, metric, step, epoch, value), curves in `CURVE_ORDER`: the files are joined on x, so a
+    curve's `epoch` is that of its step when an `epoch` curve or column exists (NaN otherwise, e.g. the collapse
+    indicators before the first step); `timestamp` is ignored.
     """
     import pandas as pd
 
-    frames: list[pd.DataFrame] = []
     if not folder.is_dir():
-        return frames
+        return []
+    tables: list[pd.DataFrame] = []
     for path in sorted([*folder.rglob("*.tsv"), *folder.rglob("*.csv")]):
         try:
             frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
         except (OSError, ValueError):
             continue
         x = next((c for c in ("step", "epoch") if c in frame.columns), None)
-        if x is None:
+        if x is not None:
+            tables.append(frame.drop(columns=[c for c in ("timestamp",) if c in frame.columns]).set_index(x))
+    if not tables:
+        return []
+    x = str(tables[0].index.name)
+    names = [c for c in dict.fromkeys(c for t in tables for c in t.columns) if c not in ("step", "epoch")]
+    joined = pd.concat([t[~t.index.duplicated(keep="last")] for t in tables], axis=1, join="outer")
+    joined = joined.loc[:, ~joined.columns.duplicated()].sort_index()
+    epoch = joined["epoch"] if "epoch" in joined.columns and x != "epoch" else float("nan")
+    order = sorted(names, key=lambda n: CURVE_ORDER.index(n) if n in CURVE_ORDER else len(CURVE_ORDER))
+    frames: list[pd.DataFrame] = []
+    for name in order:
+        if not pd.api.types.is_numeric_dtype(joined[name]):
             continue
-        for column in frame.columns:
-            if column in (x, "timestamp", "step", "epoch") or not pd.api.types.is_numeric_dtype(frame[column]):
-                continue
-            epoch = frame["epoch"] if "epoch" in frame.columns else float("nan")
-            frames.append(pd.DataFrame({"method": method, "metric": str(column), "step": frame[x], "epoch": epoch,
-                                        "value": frame[column]}))
+        frame = pd.DataFrame({"method": method, "metric": name, "step": joined.index, "epoch": epoch,
+                              "value": joined[name]}).dropna(subset=["value"])
+        frames.append(frame.reset_index(drop=True))
     return frames
 
 

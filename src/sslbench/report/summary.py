@@ -8,14 +8,12 @@ quality bar computed from the data, figures, and footnotes for every missing inp
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from sslbench.progress import progress
 from sslbench.report import figures, plotdata, tables
 from sslbench.report.anchors import OPENOOD_CIFAR10_AUROC, OPENOOD_SOURCE, RESNET50_IMAGENET_MCE
 from sslbench.report.load import StudyResults, metric_values
@@ -89,7 +87,8 @@ def roc_score(roc: Any, wanted: str) -> str:
 
 
 def draw_figures(study: StudyResults, folder: Path, dpi: int, *, groups: list[str], score: str) -> Figures:
-    """Draw every figure that has data into `folder`, and the wide CSV tables for `dvc plots` in `folder/data`.
+    """Draw every figure that has data into `folder`, and the CSV tables for `dvc plots` in `folder/data`
+    (`sslbench.report.plotdata`).
 
     groups: the OOD groups shown; score: the OOD score whose ROC curves are drawn.
     """
@@ -121,26 +120,29 @@ def draw_figures(study: StudyResults, folder: Path, dpi: int, *, groups: list[st
         ("ssim_vs_severity.png", lambda p: figures.ssim_vs_severity(study.ssim, p, dpi=dpi),
          "SSIM between each corrupted image and its own clean image, per corruption (model-independent)."),
         ("training_curves.png", lambda p: figures.training_curves(study.curves, p, methods=methods, dpi=dpi),
-         "Pretraining curves logged by the pretrain stage."),
+         "Pretraining curves logged by the pretrain stage (`pretrain/live/<method>/`): SSL loss, online top-1 and "
+         "learning rate per step; collapse indicators of the held batch before the first step and at every epoch "
+         "end."),
     ]
     drawn: list[tuple[Path | None, str]] = []
-    with tqdm(jobs, desc="report figures", unit="fig", file=sys.stderr) as bar:
-        for name, draw, caption in bar:
+    with progress(total=len(jobs), desc="report figures", unit="fig") as bar:
+        for name, draw, caption in jobs:
             bar.set_postfix_str(name)
             drawn.append((draw(folder / name), caption))
+            bar.update(1)
     out.images = {p.name: caption for p, caption in drawn if p is not None}
 
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
     plot_frames = {
-        "error_vs_severity.csv": plotdata.severity_wide(errors, methods),
+        "error_vs_severity.csv": plotdata.severity_long(errors, methods),
         "ssim_vs_severity.csv": plotdata.ssim_wide(study.ssim),
         "accuracy.csv": _accuracy_wide(acc, methods, [label for _, label in accuracy_protocols(study.area("probe"))]),
     }
     for group in groups:
-        plot_frames[f"roc_{group}.csv"] = plotdata.roc_wide(study.roc, group, methods, score)
+        plot_frames[f"roc_{group}.csv"] = plotdata.roc_long(study.roc, group, methods, score)
     for metric in plotdata.TRAINING_CURVES:
-        plot_frames[f"pretrain_{metric}.csv"] = plotdata.curves_wide(study.curves, metric, methods)
+        plot_frames[f"pretrain_{metric}.csv"] = plotdata.curves_long(study.curves, metric, methods)
     for name, frame in plot_frames.items():
         frame.to_csv(data / name, index=False, float_format="%.4f")
         out.plot_tables.append(f"data/{name}")

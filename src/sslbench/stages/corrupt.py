@@ -6,15 +6,18 @@ python -m sslbench.stages.corrupt dataset=shapes study.seed=0 corrupt.n_images=1
 Writes `data/corrupted/<dataset>/<corruption>/<severity>/` (images.npy + labels.npy + meta.json with the source
 test `index`, or index.csv + meta.json for ImageNet-C) and `data/corrupted/<dataset>/meta.json` (the family),
 then `reports/corrupt/ssim.csv` + `ssim.png` (SSIM of each corrupted image to its own clean image) and
-`reports/corrupt/samples.png`. The whole `data/corrupted/<dataset>` folder is replaced atomically.
+`reports/corrupt/samples.png`. The whole `data/corrupted/<dataset>` folder is replaced atomically; a run that fails
+removes the folders it created on the way (`data/corrupted/` itself included), so it leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +88,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": seed,
         "classes": test.classes,
     }
-    with atomic_path(C.corrupted_root(data_root, dataset)) as tmp:
+    with _removed_on_failure(C.corrupted_root(data_root, dataset).parent), \
+            atomic_path(C.corrupted_root(data_root, dataset)) as tmp:
         tmp.mkdir()
         if source_kind == "generate":
             built = generate_sets(test, index, corruption_names, severities, tmp, family, workers=int(c.workers),
@@ -112,6 +116,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     return {"name": family["name"], "sets": n_sets, "n_images": len(index), "seconds": seconds,
             "images_per_s": rate}
+
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: Path) -> Iterator[None]:
+    """On an exception in the block, remove `folder` and those of its parents that did not exist before it, if they
+    are empty (`atomic_path` creates the parent of its target and leaves it)."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _check_resolution(cfg: DictConfig, test: SplitSource, shape: tuple[int, ...], corruption_names: list[str]) -> None:

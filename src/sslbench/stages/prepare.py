@@ -1,6 +1,10 @@
 """`prepare`: materialise every dataset the study names under `data/datasets/` (`sslbench.data.registry`), with a
 sample grid per split (`reports/prepare/<dataset>_<split>.png`).
 
+Before anything is written it checks that every real dataset the study names is on disk under `prepare.root`
+(default `data/raw`) or, with `prepare.download=true`, can be downloaded, naming every one that cannot with its
+expected layout; then it downloads the missing ones; only then does it write the first dataset.
+
 python -m sslbench.stages.prepare dataset=shapes study.seed=0 prepare.shapes.n_train=4000
 """
 
@@ -14,7 +18,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sslbench.data.embedded import ShapesConfig
-from sslbench.data.registry import check_names, prepare_dataset
+from sslbench.data.real import RealContext
+from sslbench.data.registry import check_available, check_names, fetch_missing, prepare_dataset
 from sslbench.data.splits import open_split
 from sslbench.io import ensure_writable
 from sslbench.report.panels import sample_grid
@@ -32,6 +37,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ensure_writable(*(data_root / "datasets" / name for name in names))
     if cfg.prepare.sample_grid:
         ensure_writable(Path(cfg.paths.reports) / "prepare" / "grid.png")
+    real = RealContext(data_root, raw_root, bool(cfg.prepare.download), int(cfg.dataset.image_size),
+                       int(cfg.study.seed))
+    check_available(names, real)  # every dataset present or downloadable, before any work
+    fetch_missing(names, real)  # downloads, before any dataset is written
     done: dict[str, Any] = {}
     for name in names:
         start = time.perf_counter()

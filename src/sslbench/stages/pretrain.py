@@ -3,8 +3,14 @@
     python -m sslbench.stages.pretrain method=simclr dataset=shapes pretrain.epochs=10
 
 Reads `data/datasets/<dataset>/<train split>/`; writes `models/<method>/encoder.pt` + `config.yaml` (resolved config,
-via `save_encoder`), `reports/pretrain/<method>.json` (same keys for every method) and the per-step history
-`reports/pretrain/plots/<method>/train.csv`. Nothing else lands in the repository (no Lightning or Hydra logs).
+via `save_encoder`), `reports/pretrain/<method>.json` (same keys for every method) and the training log
+`reports/pretrain/live/<method>/` through DVCLive's Lightning logger (`sslbench.training.live`): per-step
+`plots/metrics/{ssl_loss,online_top1,lr,epoch,images_per_s}.tsv`, the held batch's `feature_std` and
+`effective_rank` before the first step and at every epoch end, and `metrics.json` (the latest values, rewritten
+while the run goes on: `dvc exp show` shows the progress). `random_init` logs its indicators at step 0. Nothing
+else lands in the repository (no Lightning, Hydra or DVCLive extras). Every output location is checked writable
+before any work. Progress: Lightning's bar on a terminal, else a log line per tenth of the steps
+(`pretrain.progress_bar=false`: neither).
 
 The method's module is built from the config by `sslbench.training.config.build_method` (backbone group + dataset +
 `method.encoder`; `optim` group + `method.optim`, lr times `pretrain.lr_scale`; `method.views` + the non-null
@@ -43,13 +49,14 @@ from omegaconf import DictConfig, OmegaConf
 from sslbench.accel import Hardware, RunSettings, release_module, resolve_settings
 from sslbench.data.splits import open_split
 from sslbench.errors import UserError
-from sslbench.io import write_metrics, write_text
+from sslbench.io import ensure_writable, write_metrics
 from sslbench.models.encoder import save_encoder
 from sslbench.stages._entry import stage_main
 from sslbench.training.callbacks import History
 from sslbench.training.checkpoint import CKPT, resume_state
 from sslbench.training.config import build_method
 from sslbench.training.fit import fit
+from sslbench.training.live import StepLogger, live_dir, process_rank
 from sslbench.training.metrics import held_batch_indicators, pretrain_metrics
 
 log = logging.getLogger("sslbench.pretrain")
@@ -67,7 +74,8 @@ def check_config(cfg: DictConfig) -> None:
         if not ok:
             raise UserError(f"pretrain.{key}={p[key]} is invalid (epochs >= 1, batch_size >= 2, lr_scale > 0, "
                             "held_batch >= 2, ckpt_every_n_steps >= 0, max_steps = -1 or >= 1, num_workers >= 0)")
-    for key in ("name", "module", "views", "encoder", "optim"):
+    imported = "weights" in cfg.method  # a published encoder (conf/method/published.yaml)
+    for key in ("name", "weights", "encoder") if imported else ("name", "module", "views", "encoder", "optim"):
         if key not in cfg.method:
             name = cfg.method.get("name", "?")
             raise UserError(f"method config {name!r} lacks `{key}:` (see conf/method/simclr.yaml for the schema)")
@@ -97,17 +105,48 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_RESULT_KEYS)}
 
 
+def _imported(cfg: DictConfig, source: Any, model_dir: Path, metrics_path: Path, live: Any,
+              start: float) -> dict[str, Any]:
+    """`pretrain@<name>` of a published encoder: its weights file checked and mapped onto the backbone
+    (`sslbench.checkpoints.published`), then written like a trained encoder, with the provenance in config.yaml."""
+    from sslbench.checkpoints.published import import_published
+
+    name = str(cfg.method.name)
+    weights, spec = ({str(k): v for k, v in cfg.method[key].items()} for key in ("weights", "encoder"))
+    encoder, provenance = import_published(name, weights, spec)
+    if process_rank() != 0:
+        return {}
+    indicators = held_batch_indicators(encoder, source, int(cfg.pretrain.held_batch))
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    save_encoder(encoder, model_dir, {**config, "imported": provenance})
+    logger = StepLogger(live)
+    logger.log_step(indicators, 0)
+    logger.finalize("success")
+    metrics = pretrain_metrics(History(), indicators)
+    metrics["pretrain/wall_s"] = round(time.perf_counter() - start, 2)
+    write_metrics(metrics_path, metrics)
+    log.info("pretrain@%s: imported %s (format %s, sha256 %s) -> %s", name, provenance["path"],
+             provenance["format"], provenance["sha256"][:12], model_dir)
+    return metrics
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     check_config(cfg)
     settings = run_settings(cfg)  # device, processes, precision: checked before any work
     name = str(cfg.method.name)
+    model_dir = Path(cfg.paths.models) / name
+    metrics_path = Path(cfg.paths.reports) / "pretrain" / f"{name}.json"
+    live = live_dir(cfg.paths.reports, name)
+    if process_rank() == 0:  # the process that writes them (checking from every rank would race on folders)
+        ensure_writable(model_dir / "encoder.pt", model_dir / "config.yaml", metrics_path, live)
     source = open_split(cfg.paths.data, cfg.dataset.name, cfg.dataset.train, rebuild="dvc repro prepare")
+    if "weights" in cfg.method:  # a published encoder (`method: published`): imported from its file, not trained
+        return _imported(cfg, source, model_dir, metrics_path, live, start)
     batch = int(cfg.pretrain.batch_size)
     steps_per_epoch = len(source) // batch
     if steps_per_epoch < 1:
         raise UserError(f"pretrain.batch_size={batch} exceeds the {len(source)} images of {source.name}")
-    model_dir = Path(cfg.paths.models) / name
     ckpt_path = model_dir / CKPT
     config = result_config(cfg)
     resume = resume_state(ckpt_path, config, name)
@@ -122,7 +161,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                    seed=int(cfg.study.seed), model_dir=model_dir, ckpt_path=ckpt_path,
                    ckpt_every_n_steps=int(p.ckpt_every_n_steps), max_steps=int(p.max_steps), config=config,
                    resume_step=resume["global_step"] if resume else None, num_workers=int(p.num_workers),
-                   progress_bar=bool(p.progress_bar))
+                   progress_bar=bool(p.progress_bar), live=live, held_batch=int(p.held_batch))
         history, fit_s = done.history, done.seconds
         total = int(p.epochs) * steps_per_epoch
         if done.global_step < total:
@@ -135,10 +174,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     encoder = module.encoder.cpu().eval()
     indicators = held_batch_indicators(encoder, source, int(cfg.pretrain.held_batch))
     save_encoder(encoder, model_dir, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    write_text(Path(cfg.paths.reports) / "pretrain" / "plots" / name / "train.csv", history.csv())
+    if not module.trainable:  # no run, no log yet: the untrained encoder's indicators, at step 0
+        logger = StepLogger(live)
+        logger.log_step(indicators, 0)
+        logger.finalize("success")
     metrics = pretrain_metrics(history, indicators)
     metrics["pretrain/wall_s"] = round(time.perf_counter() - start, 2)
-    write_metrics(Path(cfg.paths.reports) / "pretrain" / f"{name}.json", metrics)
+    write_metrics(metrics_path, metrics)
     if ckpt_path.exists() and not cfg.pretrain.keep_last_ckpt:
         ckpt_path.unlink()
     log.info("pretrain@%s: %d steps in %.1fs (%s img/s), ssl_loss %s, online_top1 %s, feature_std %.3f, "

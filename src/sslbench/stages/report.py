@@ -1,4 +1,5 @@
-"""`report`: every method's metrics -> `reports/summary.md`, `reports/figures/`, `reports/metrics.json`.
+"""`report`: every method's metrics -> `reports/summary.md`, `reports/figures/`, `reports/metrics.json`,
+`reports/headline.json`.
 
 python -m sslbench.stages.report dataset=shapes report.params_file=params.yaml
 
@@ -6,6 +7,9 @@ Reads `reports/{pretrain,probe,robustness,ood}/<method>.json`, the robustness an
 panels, `reports/corrupt/ssim.csv` and `models/<method>/config.yaml`. A missing input shows as "—" with a footnote
 naming the file and the `dvc repro` command; only a study with no metrics at all is an error. No torch or
 lightning import: the stage reads JSON/CSV and draws with matplotlib (Agg) + seaborn.
+
+`headline.json` holds a handful of numbers per method (`sslbench.report.headline`) for a readable `dvc exp show`;
+`figures/data/*.csv` the plot tables that dvc.yaml declares under `plots:` (`sslbench.report.plotdata`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sslbench.errors import UserError
 from sslbench.io import atomic_path, ensure_writable, write_json, write_text
+from sslbench.report.headline import HEADLINE_FILE, headline
 from sslbench.report.load import AREAS, load_study
 from sslbench.report.summary import build_summary, draw_figures, metrics_json, ood_groups, roc_score
 from sslbench.report.tables import ssl_above_random_init
@@ -80,7 +85,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     params = read_params(Path(params_file) if params_file else None)
     methods = study_methods(cfg, params, params_file)
     reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
-    ensure_writable(reports / "summary.md", reports / "metrics.json", reports / "figures")
+    ensure_writable(reports / "summary.md", reports / "metrics.json", reports / HEADLINE_FILE, reports / "figures")
     dataset = {str(k): v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()}  # type: ignore[union-attr]
 
     study = load_study(reports, models, methods)
@@ -103,6 +108,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics = metrics_json(study, None if above is None else len(above))
         write_text(reports / "summary.md", summary)
         write_json(reports / "metrics.json", metrics)
+        write_json(reports / HEADLINE_FILE, headline(study))
 
     complete = sum(all(study.area(a).get(m) is not None for a in AREAS) for m in methods)
     log.info(

@@ -8,11 +8,16 @@ Lightning's DDP (one per device; on CPU over gloo); each reads its share of ever
 Resumption is exact on CPU: the data order of an epoch is a function of (seed, epoch), the augmentation randomness
 of a step of (seed, step, rank) (see `SSLMethod.view_seed`), and the optimizer, schedule, EMA targets and history
 are in the checkpoint.
+
+The run's log goes through DVCLive's Lightning logger (`sslbench.training.live.StepLogger`, fed by the `History`
+callback) into `live` (`reports/pretrain/live/<method>/`). Progress: Lightning's bar when both standard streams are
+terminals, else a line per tenth of the steps (`ProgressLines`); `progress_bar=False`: neither.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.plugins import LayerSync
 
@@ -27,8 +33,10 @@ from sslbench.accel import RunSettings, convert_cpu_sync_batchnorm, prepare_modu
 from sslbench.data.splits import SplitSource
 from sslbench.errors import UserError
 from sslbench.methods.base import NonFiniteLossError, SSLMethod
-from sslbench.training.callbacks import Checkpointer, History
+from sslbench.progress import is_terminal
+from sslbench.training.callbacks import Checkpointer, History, ProgressLines
 from sslbench.training.data import TrainData
+from sslbench.training.live import StepLogger, process_rank
 
 log = logging.getLogger("sslbench.pretrain")
 # Lightning's start-up lines (GPU/TPU availability, tips, "Loading train_dataloader ...") would repeat in every
@@ -76,6 +84,8 @@ def fit(
     resume_step: int | None,
     num_workers: int,
     progress_bar: bool,
+    live: Path | None = None,
+    held_batch: int = 0,
 ) -> FitResult:
     """Train `module` on `source` for `epochs` (global batch `batch_size`), from step `resume_step` of `ckpt_path`
     when given (checked first with `sslbench.training.checkpoint.resume_state`).
@@ -83,18 +93,27 @@ def fit(
     `last.ckpt` (`ckpt_path`, holding `config`) is written at the end of every epoch, every `ckpt_every_n_steps`
     steps and when `max_steps` (-1: none) stops the run early. A non-finite loss is a `UserError` naming the method
     (`name`) and the checkpoint. The module is prepared for the device (`sslbench.accel.prepare_module`) and left so.
+    `live`: the folder of the run's DVCLive log (None: no log); `held_batch`: the first images of `source` whose
+    collapse indicators are logged before the first step and at epoch ends (0: none).
     """
-    history = History()
+    held = None
+    if held_batch > 0 and process_rank() == 0:  # only rank 0 computes and logs them
+        held = np.asarray(source.images(slice(0, min(held_batch, len(source)))))
+    history = History(held)
+    # Lightning draws its bar on stdout, tqdm-style bars go to stderr: a bar only when both are terminals
+    bar = progress_bar and is_terminal(sys.stdout) and is_terminal(sys.stderr)
+    # history first: the checkpointer's save in the same hook must include the step's row
+    callbacks: list[L.Callback] = [history, Checkpointer(ckpt_path, ckpt_every_n_steps, max_steps, config)]
+    if progress_bar and not bar:
+        callbacks.append(ProgressLines(name, history))
     prepare_module(module, channels_last=settings.channels_last,
                    compile_backend="inductor" if settings.compile else None)
     trainer = L.Trainer(
         max_epochs=epochs, **settings.trainer_kwargs(),
         plugins=[CPUSyncBatchNormPlugin()] if settings.sync_batchnorm == "cpu" else None,
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=progress_bar, num_sanity_val_steps=0, use_distributed_sampler=False,
-        default_root_dir=str(model_dir),
-        # history first: the checkpointer's save in the same hook must include the step's row
-        callbacks=[history, Checkpointer(ckpt_path, ckpt_every_n_steps, max_steps, config)],
+        logger=StepLogger(live) if live is not None else False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=bar, num_sanity_val_steps=0, use_distributed_sampler=False,
+        default_root_dir=str(model_dir), callbacks=callbacks,
     )
     steps_per_epoch = len(source) // batch_size
     done = resume_step if resume_step is not None else 0
@@ -110,6 +129,8 @@ def fit(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")  # intended
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning
+        # the logger writes History's rows at every step; Lightning's own interval does not apply to it
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         try:
             # weights_only: the resumed checkpoint holds tensors and plain containers only (no unpickling)
             trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if resume_step is not None else None,

@@ -1,16 +1,18 @@
 """The summary metrics of a run (`pretrain/...`): means of the last epoch's history, throughput, and collapse
-indicators on a fixed held batch of unaugmented images."""
+indicators on a fixed held batch of unaugmented images (also logged during the run: `encoder_indicators`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sslbench.data.splits import SplitSource
 from sslbench.models.encoder import Encoder
-from sslbench.training.callbacks import History
+
+if TYPE_CHECKING:
+    from sslbench.training.callbacks import History
 
 
 @torch.no_grad()
@@ -32,6 +34,25 @@ def held_batch_indicators(encoder: Encoder, source: SplitSource, held_batch: int
     with torch.no_grad():
         feats = torch.cat([encoder(images[i : i + 256]).embedding for i in range(0, n, 256)])
     return collapse_indicators(feats)
+
+
+@torch.no_grad()
+def encoder_indicators(encoder: Encoder, images: np.ndarray, chunk: int = 256) -> dict[str, float]:
+    """`collapse_indicators` of the embeddings of `images` (uint8 (N, H, W, 3)) by `encoder` during training: in
+    eval mode, on the encoder's device, 256 images at a time. The encoder's mode and torch's random state (CPU and
+    the encoder's GPU) are restored, so the run continues exactly as without this call."""
+    device = next(encoder.parameters()).device
+    modes = [(module, module.training) for module in encoder.modules()]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        encoder.eval()
+        try:
+            feats = [encoder(torch.from_numpy(np.array(images[i : i + chunk])).to(device)
+                             .permute(0, 3, 1, 2).float().div(255)).embedding.float().cpu()
+                     for i in range(0, len(images), chunk)]
+        finally:
+            for module, training in modes:
+                module.training = training
+    return collapse_indicators(torch.cat(feats))
 
 
 def pretrain_metrics(history: History, indicators: dict[str, float]) -> dict[str, Any]:
