@@ -291,8 +291,10 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 unbiased = var.detach() * total / max(total - 1, 1)
                 self.running_var.mul_(1 - f).add_(unbiased.to(self.running_var), alpha=f)
         out = centred * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.weight is not None:
+            out = out * self.weight.view(shape)
+        if self.bias is not None:  # None for a BatchNorm with a scale and no shift (SimCLR's projector output)
+            out = out + self.bias.view(shape)
         return out.to(input.dtype)
 
 
