@@ -105,7 +105,9 @@ def test_exp_run_and_metrics_diff(study: Path) -> None:
     # and per-area metrics, deps) leaves them with the params that changed
     table = run(["dvc", "exp", "show", "--csv", "--only-changed", "--drop", ".*/"], study).stdout.splitlines()
     columns = table[0].split(",")
-    assert columns[columns.index("Created") + 1] == "simclr.linear_top1"  # the headline numbers first
+    # the headline numbers first (those that changed: on this tiny study simclr's linear top-1 may come out equal)
+    first = columns[columns.index("Created") + 1]
+    assert first.startswith("simclr.") and first.split(".", 1)[1] in {"linear_top1", "knn_top1", "mce"}, columns
     assert "simclr.pretrain_s" in columns and "methods.simclr.module.temperature" in columns
     assert not [c for c in columns if "/" in c]
 

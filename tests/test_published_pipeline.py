@@ -54,7 +54,9 @@ def _metrics(study: Path, area: str, method: str) -> dict[str, object]:
 
 def test_two_layouts_of_the_same_weights_score_identically(study: Path) -> None:
     for area in ("probe", "robustness", "ood"):
-        assert _metrics(study, area, "pub_torchvision") == _metrics(study, area, "pub_mmselfsup"), area
+        # the same numbers; text fields name the method (e.g. why the stochastic OOD scores are skipped)
+        mm = json.loads(json.dumps(_metrics(study, area, "pub_mmselfsup")).replace("pub_mmselfsup", "pub_torchvision"))
+        assert _metrics(study, area, "pub_torchvision") == mm, area
     for fmt in ("torchvision", "mmselfsup"):
         config = yaml.safe_load((study / "models" / f"pub_{fmt}" / "config.yaml").read_text())
         assert config["imported"]["format"] == fmt and config["encoder"]["backbone"] == "resnet18"
