@@ -35,7 +35,7 @@ pytest: setup
 
 test: lint typecheck pytest
 
-# Recompile the lock files from requirements.in (see docs/design.md, "Dependencies")
+# Recompile the lock files from requirements.in (see docs/decisions.md, "Dependencies")
 lock: setup
 	pip-compile -q --no-emit-index-url --no-emit-find-links --allow-unsafe --strip-extras \
 		-o requirements-cpu.txt requirements.in

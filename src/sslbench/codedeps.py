@@ -12,7 +12,7 @@ A stage's code is
 
 `fingerprint` maps each of these files (relative to the folder holding the package) to its sha256. The `codedeps`
 stage writes one fingerprint per stage to `reports/codedeps/`, and each stage of dvc.yaml depends on its
-fingerprint file instead of a hand-written list of sources (docs/design.md). Derived from the imports,
+fingerprint file instead of a hand-written list of sources (docs/decisions.md). Derived from the imports,
 the list cannot miss a file; a hand-written one had (`errors.py`, `stages/_entry.py` and the stage configs were
 declared nowhere). This is written by hand because no library we use does it: `modulefinder` executes nothing
 but follows every third-party import too (seconds per stage) and cannot see Hydra's `_target_` strings.

@@ -278,12 +278,12 @@ def temp_dir(prefix: str = "sslbench-") -> Iterator[Path]:
 EMBED_REBUILD = "dvc repro embed@{method}"
 # the sha256 of every table of a method's embedding folder, written last by the embed stage: the evaluate stage
 # depends on this one file instead of the folder (~100 tables for DVC to walk on every call;
-# docs/design.md) and checks the tables against it before reading them (`verify_embeddings`)
+# docs/decisions.md) and checks the tables against it before reading them (`verify_embeddings`)
 EMBED_MANIFEST = "manifest.json"
 EMBED_TABLES = "*/*.parquet"  # a method folder's tables: <dataset>/<split>.parquet
 STOCHASTIC_SPACES = ("none", "h", "z")
 # storage type of the float columns: float16 halves the tables on disk (~50 GB -> ~25 GB per ImageNet method); readers
-# always return float32 (docs/design.md, "Embedding tables in float16")
+# always return float32 (docs/decisions.md, "Embedding tables in float16")
 EMBED_DTYPES = ("float32", "float16")
 
 

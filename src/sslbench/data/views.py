@@ -1,4 +1,4 @@
-"""Augmented views: per-view transforms on image batches and a multi-view wrapper (docs/design.md).
+"""Augmented views: per-view transforms on image batches and a multi-view wrapper (docs/decisions.md).
 
 Every transform runs batched on tensors, with parameters drawn per sample (the same on CPU and GPU), on float
 images (B, 3, H, W) in [0, 1]; the encoder normalises afterwards. A method's views are configured in
@@ -293,7 +293,7 @@ class MultiView(nn.Module):
     One call per view. Drawing the views that differ only in their probabilities in one pass over the repeated batch
     (with per-sample probabilities) was tried: the ops' cost grows with the batch rather than per call, so at the
     study's batch of 32 a whole training step took 1.02x (SimCLR) and 1.07x (BYOL) as long as with one call per
-    view, and 0.93x for DINO's 2 + 4 crops: not worth a second code path (docs/design.md).
+    view, and 0.93x for DINO's 2 + 4 crops: not worth a second code path (docs/decisions.md).
     """
 
     def __init__(self, transforms: Sequence[nn.Module]) -> None:

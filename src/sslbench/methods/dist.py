@@ -1,4 +1,4 @@
-"""Cross-rank gathers that keep gradients, for losses over batch statistics or negatives (docs/design.md).
+"""Cross-rank gathers that keep gradients, for losses over batch statistics or negatives (docs/decisions.md).
 
 Under DDP each rank computes its loss `L_r` and DDP averages the parameter gradients over the W ranks, so the update
 is (1/W) d(sum_r L_r)/d(theta) once the gathered copies send their gradients back to the rank that produced them

@@ -1,4 +1,4 @@
-"""`codedeps`: write the code fingerprint of every stage, on which dvc.yaml's stages depend (docs/design.md).
+"""`codedeps`: write the code fingerprint of every stage, on which dvc.yaml's stages depend (docs/decisions.md).
 
 python -m sslbench.stages.codedeps
 
