@@ -108,7 +108,10 @@ def test_exp_run_and_metrics_diff(study: Path) -> None:
     # the headline numbers first (those that changed: on this tiny study simclr's linear top-1 may come out equal)
     first = columns[columns.index("Created") + 1]
     assert first.startswith("simclr.") and first.split(".", 1)[1] in {"linear_top1", "knn_top1", "mce"}, columns
-    assert "simclr.pretrain_s" in columns and "methods.simclr.module.temperature" in columns
+    # the changed param is a column; a wall time is not asserted (two tiny runs can round to the same 0.1 s)
+    assert "methods.simclr.module.temperature" in columns
+    headline_keys = {"linear_top1", "knn_top1", "mce", "far_auroc", "far_score", "pretrain_s"}
+    assert {c.split(".", 1)[1] for c in columns if c.startswith("simclr.")} <= headline_keys, columns
     assert not [c for c in columns if "/" in c]
 
 

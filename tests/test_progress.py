@@ -84,3 +84,15 @@ def test_a_bar_only_on_a_terminal() -> None:
 
 def test_amounts() -> None:
     assert amount(1234567, "img") == "1,234,567 img" and amount(2.5e9, "B") == "2.5 GB" and amount(10, "B") == "10 B"
+
+
+def test_every_long_loop_goes_through_this_helper() -> None:
+    """A bare tqdm elsewhere would redraw into `dvc repro > study.log` line after line."""
+    from pathlib import Path
+
+    import sslbench
+
+    package = Path(sslbench.__file__).parent
+    bare = [str(p.relative_to(package)) for p in package.rglob("*.py")
+            if p.name != "progress.py" and ("from tqdm" in p.read_text() or "import tqdm" in p.read_text())]
+    assert bare == []

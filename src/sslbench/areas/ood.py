@@ -295,9 +295,9 @@ def run(s: OODSettings, probe: LinearProbe | None = None) -> dict[str, Any]:
     id_test = apply_signs(_score(det, test, f"{main}/{st.test}"), signs)
     per_set: dict[str, dict[str, dict[str, float]]] = {}
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    from tqdm import tqdm
+    from sslbench.progress import progress
 
-    for name in tqdm(ood, desc=f"ood@{method}", unit="set"):
+    for name in progress(ood, desc=f"ood@{method}", unit="set"):
         scores = apply_signs(_score(det, ood[name], f"{name}/{test_sets[name]}"), signs)
         per_set[name] = {sc: ood_metrics(id_test[sc], scores[sc]) for sc in det.names}
         curves[name] = {sc: roc_curve_ood(id_test[sc], scores[sc]) for sc in det.names}

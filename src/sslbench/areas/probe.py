@@ -161,13 +161,12 @@ def run(s: ProbeSettings, probe: LinearProbe | None = None) -> dict[str, Any]:
     space = split_tables["train"].meta["stochastic_space"]
 
     # ---- probes
-    from tqdm import tqdm
-
     from sslbench.eval.knn import knn_predict
+    from sslbench.progress import progress
 
     tasks = 2 + len(fractions) * (1 + (ft_epochs > 0)) + len(transfer)
     metrics: dict[str, Any] = {}
-    with tqdm(total=tasks, desc=f"probe {method}", unit="task") as bar:
+    with progress(total=tasks, desc=f"probe {method}", unit="task") as bar:
         bar.set_postfix_str("linear")
         train, val, test = split_tables["train"], split_tables["val"], split_tables["test"]
         if probe is None:

@@ -315,7 +315,7 @@ def generate_corrupted(
     resize: str = "upsample",
     progress: bool = True,
 ) -> Iterator[tuple[str, int, np.ndarray]]:
-    """Yield `(corruption, severity, corrupted images)` for every pair, in order, with a tqdm bar over images.
+    """Yield `(corruption, severity, corrupted images)` for every pair, in order, with a progress report over images (`sslbench.progress`).
 
     Args:
         images: uint8 (N, H, W, 3) clean images; index: (N,) their source indices (they seed the images).
@@ -325,7 +325,7 @@ def generate_corrupted(
     Raises:
         UserError: unknown corruption or severity, or images below `min_size` with `resize="error"`.
     """
-    from tqdm import tqdm
+    from sslbench.progress import progress as progress_bar
 
     corruptions = resolve_corruptions(list(corruptions))
     severities = resolve_severities(list(severities))
@@ -344,7 +344,7 @@ def generate_corrupted(
     chunk = max(1, min(64, -(-n // (workers * 4))))
     tasks = [(c, s, a, min(a + chunk, n)) for c in corruptions for s in severities for a in range(0, n, chunk)]
     per_set = -(-n // chunk)
-    bar = tqdm(total=n * len(corruptions) * len(severities), unit="img", desc="corrupt", disable=not progress)
+    bar = progress_bar(total=n * len(corruptions) * len(severities), unit="img", desc="corrupt", disable=not progress)
     job = _Job(seed, min_size, resize)
     pending: dict[tuple[str, int], dict[int, np.ndarray]] = {}
 

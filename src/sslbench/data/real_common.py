@@ -223,13 +223,13 @@ def decode_resized(path: Path, size: int) -> np.ndarray:
 
 def decode_many(root: Path, paths: Sequence[str], size: int, desc: str) -> np.ndarray:
     """Decode and resize `root/<path>` for every path, in threads (PIL releases the GIL while decoding)."""
-    from tqdm import tqdm
+    from sslbench.progress import progress
 
     out = np.empty((len(paths), size, size, 3), np.uint8)
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = pool.map(lambda p: decode_resized(root / p, size), paths)
-        for i, img in enumerate(tqdm(decoded, total=len(paths), desc=desc, unit="img", leave=False)):
+        for i, img in enumerate(progress(decoded, total=len(paths), desc=desc, unit="img", leave=False)):
             out[i] = img
     return out
 

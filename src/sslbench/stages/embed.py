@@ -69,11 +69,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     spec = encoder.spec
     sha = sha256_file(model_dir / ENCODER_FILE)
     total = sum(len(t.source) for t in targets)
-    from tqdm import tqdm
+    from sslbench.progress import progress
 
     start = time.perf_counter()
     out_root = data_root / "embeddings" / method
-    with atomic_path(out_root) as tmp, tqdm(total=total, unit="img", desc=f"embed {method}") as bar:
+    with atomic_path(out_root) as tmp, progress(total=total, unit="img", desc=f"embed {method}") as bar:
         rows = embed_targets(encoder, targets, tmp, method=method, encoder_sha256=sha, batch_size=batch_size,
                              device=device, num_workers=num_workers, progress=bar)
         write_embedding_manifest(tmp)  # last: the sha256 of every table, on which evaluate@<method> depends
