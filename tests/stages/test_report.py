@@ -139,3 +139,27 @@ def test_stage_import_is_light() -> None:
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_imported_encoders_are_marked_with_their_source_and_the_published_anchor(tmp_path: Path) -> None:
+    import yaml
+
+    root = write_fake_study(tmp_path, missing=())
+    config_path = root / "models" / "supervised" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["method"] = {"name": "supervised", "weights": {"path": "weights/r50.pth", "format": "torchvision"},
+                        "reported": {"linear_top1": 76.1, "source": "torchvision model zoo"}}
+    config["imported"] = {"path": "weights/r50.pth", "format": "torchvision", "branch": None, "sha256": "ab" * 32,
+                          "source": "state_dict", "dropped": {"fc": 2}}
+    config_path.write_text(yaml.safe_dump(config))
+    report.run(_cfg(root))
+    text = (root / "reports" / "summary.md").read_text()
+    assert ("| supervised | `weights/r50.pth` | torchvision | — | `abababababab…` | fc (2 tensors) | 76.1 "
+            "| torchvision model zoo |") in text
+    accuracy = text.split("## Accuracy")[1].split("## Corruption robustness")[0]
+    header = next(line for line in accuracy.splitlines() if line.startswith("| method |"))
+    assert "published linear top-1 (paper-scale anchor, not comparable: the publisher's own linear protocol)" in header
+    row = next(line for line in accuracy.splitlines() if line.startswith("| supervised[^imported] |"))
+    assert row.rstrip(" |").endswith("76.1") and "| simclr |" in accuracy  # trained rows stay unmarked
+    assert "## Notes" in text and "[^imported]: Imported from a published weights file" in text
+    assert "## Missing results" not in text

@@ -8,7 +8,9 @@ All values are percent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,28 @@ OPENOOD_CIFAR10_AUROC: dict[str, tuple[float, float]] = {
     "msp": (88.03, 90.73),
 }
 OPENOOD_SOURCE = "Jingkang50/OpenOOD v1.5 results/cifar10.csv (supervised ResNet-18, CIFAR-10 in-distribution)"
+
+
+def published_linear(configs: Mapping[str, Mapping[str, Any] | None]) -> AnchorSet | None:
+    """The publishers' own linear top-1 of the imported encoders (`methods.<name>.reported` of a `method: published`
+    entry, written to `models/<name>/config.yaml`), as one anchor column; None when no entry gives one.
+
+    Not comparable either: each publisher trained its probe on augmented ImageNet crops for up to 100 epochs, where
+    the study's probe reads one centre-crop embedding per image (docs/protocols.md)."""
+    values: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for method, config in configs.items():
+        reported = (config or {}).get("method", {}).get("reported") if "imported" in (config or {}) else None
+        top1 = reported.get("linear_top1") if isinstance(reported, Mapping) else None
+        if isinstance(top1, int | float) and not isinstance(top1, bool):
+            values[method] = float(top1)
+            sources[method] = str(reported.get("source") or "source not given")  # type: ignore[union-attr]
+    if not values:
+        return None
+    return AnchorSet(
+        key="published_linear",
+        title="published linear top-1",
+        setting="the publisher's own linear protocol",
+        source="; ".join(f"{m}: {s}" for m, s in sources.items()),
+        values=values,
+    )

@@ -17,6 +17,7 @@ from sslbench.data.corruption_names import COMMON
 from sslbench.data.corruption_names import CORRUPTION_GROUPS as CORRUPTION_GROUPS
 from sslbench.data.corruption_names import CORRUPTIONS as CORRUPTIONS
 from sslbench.data.corruption_names import corruption_group as corruption_group
+from sslbench.paths import not_applicable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -151,7 +152,8 @@ def load_study(reports: Path, models: Path, methods: Sequence[str]) -> StudyResu
                 results.missing_plots.append(missing)
             png = reports / "robustness" / "gradcam" / f"{method}.png"
             if png.is_file():
-                results.gradcam[method] = png
+                if not_applicable(png) is None:  # a placeholder (Grad-CAM switched off) is skipped
+                    results.gradcam[method] = png
             else:
                 results.missing_plots.append(MissingInput(png, rebuild))
         if results.metrics["ood"][method] is not None:
@@ -161,6 +163,8 @@ def load_study(reports: Path, models: Path, methods: Sequence[str]) -> StudyResu
                 results.missing_plots.append(MissingInput(reports / "ood" / "plots" / method / "roc_<group>.csv",
                                                           rebuild))
             for path in files:
+                if not_applicable(path) is not None:  # an empty OOD group (a header, no rows): nothing to draw
+                    continue
                 frame, missing = _read_csv(path, ("fpr",), rebuild)
                 if frame is not None:
                     rocs += _roc_long(frame, method, path.stem[len("roc_") :])

@@ -145,6 +145,37 @@ def pretrain_protocol_table(methods: Sequence[str], configs: Mapping[str, Mappin
     return markdown_table(["method", *kept], rows), footnotes
 
 
+def imported_encoders(configs: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Mapping[str, Any]]:
+    """method -> the provenance of each encoder imported from a published file (`imported:` of its config.yaml,
+    written by `pretrain@<method>`: path, format, branch, sha256, where in the file the backbone was, what was
+    dropped), in study order."""
+    return {m: c["imported"] for m, c in configs.items() if c and isinstance(c.get("imported"), Mapping)}
+
+
+def imported_table(methods: Sequence[str], configs: Mapping[str, Mapping[str, Any] | None]) -> str:
+    """One row per imported encoder: its file, format, branch, sha256, the publisher's linear top-1 and source."""
+    imported = imported_encoders(configs)
+    rows = []
+    for m in methods:
+        if m not in imported:
+            continue
+        source = imported[m]
+        reported = lookup(configs[m], "method.reported") or {}
+        top1 = reported.get("linear_top1") if isinstance(reported, Mapping) else None
+        where = reported.get("source") if isinstance(reported, Mapping) else None
+        dropped = source.get("dropped")
+        dropped = dropped if isinstance(dropped, Mapping) else {}
+        rows.append([
+            m, f"`{source.get('path', '?')}`", str(source.get("format", "?")), show(source.get("branch") or "—"),
+            f"`{str(source.get('sha256', ''))[:12]}…`",
+            ", ".join(f"{k} ({v} tensors)" for k, v in dropped.items()) or "—",
+            f"{top1:.1f}" if isinstance(top1, int | float) else "—", str(where) if where else "—",
+        ])
+    header = ["method", "weights file", "format", "branch", "sha256", "dropped", "published linear top-1",
+              "reported in"]
+    return markdown_table(header, rows) if rows else ""
+
+
 # ----------------------------------------------------------------------------------------------- protocol text
 
 

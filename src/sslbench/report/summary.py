@@ -15,9 +15,14 @@ from typing import Any
 
 from sslbench.progress import progress
 from sslbench.report import figures, plotdata, tables
-from sslbench.report.anchors import OPENOOD_CIFAR10_AUROC, OPENOOD_SOURCE, RESNET50_IMAGENET_MCE
+from sslbench.report.anchors import (
+    OPENOOD_CIFAR10_AUROC,
+    OPENOOD_SOURCE,
+    RESNET50_IMAGENET_MCE,
+    published_linear,
+)
 from sslbench.report.load import StudyResults, metric_values
-from sslbench.report.protocol import pretrain_protocol_table, protocol_markdown
+from sslbench.report.protocol import imported_encoders, imported_table, pretrain_protocol_table, protocol_markdown
 
 
 def accuracy_protocols(probe: tables.PerMethod) -> list[tuple[str, str]]:
@@ -162,6 +167,9 @@ def _accuracy_wide(acc: Any, methods: list[str], labels: list[str]) -> Any:
 # ----------------------------------------------------------------------------------------------- summary
 
 
+NOTES = ("imported",)  # footnotes that explain a row; every other footnote names a missing file
+
+
 class _Doc:
     """Collects markdown blocks, numbered tables and footnotes."""
 
@@ -252,34 +260,46 @@ def build_summary(
     else:
         doc.add(f"*Pretraining settings: no `{models_dir}/<method>/config.yaml` found (run `dvc repro pretrain`).*")
 
+    imported = imported_encoders(study.model_configs)
+    marks = {m: "[^imported]" for m in imported}
+    published = [anchor] if (anchor := published_linear(study.model_configs)) else []
+    if imported:
+        doc.n_tables += 1
+        doc.add(f"**Table {doc.n_tables}.** Encoders imported from published weights files (`method: published`), "
+                "not trained here: the file, its format, its sha256 (pinned in the params file), what the import "
+                "left out, and the linear top-1 its publisher reports (their own protocol; shown as an anchor "
+                "column of the accuracy table).", imported_table(methods, study.model_configs))
+        doc.footnotes["imported"] = (f"Imported from a published weights file, not trained here (Table "
+                                     f"{doc.n_tables} names the file and its format).")
+
     doc.add("## Pretraining")
     doc.table("Pretraining diagnostics at the end of training (online linear top-1 is logged apart from the SSL "
               "loss; effective rank and feature std of the embeddings reveal collapse).",
-              tables.pretrain_table(methods, study.area("pretrain"), missing["pretrain"]),
+              tables.pretrain_table(methods, study.area("pretrain"), missing["pretrain"], marks),
               "no pretraining metrics found (run `dvc repro pretrain`)")
 
     doc.add("## Accuracy")
     doc.table("Test top-1 of the frozen encoder: linear probe (weight decay selected on validation), kNN, and "
               "semi-supervised on class-balanced label subsets (fine-tuned backbone, or linear probe).",
-              tables.accuracy_table(methods, probe, missing["probe"]),
+              tables.accuracy_table(methods, probe, missing["probe"], marks, anchors=published),
               "no probe metrics found (run `dvc repro evaluate`)")
     doc.add(tables.quality_bar(methods, probe, n_test=_n_test(params, dataset)))
     doc.table("Linear-probe test top-1 for every weight decay of the grid (for comparison with the DISSL "
               "repository, which reports the best over test; the headline above uses the validation-selected one).",
-              tables.weight_decay_table(methods, probe, missing["probe"]), "no per-weight-decay keys reported")
+              tables.weight_decay_table(methods, probe, missing["probe"], marks), "no per-weight-decay keys reported")
     doc.table("Transfer: linear probe of the frozen encoder on other datasets; top-1 (micro) and macro accuracy.",
-              tables.transfer_table(methods, probe, missing["probe"]), "no transfer keys reported")
+              tables.transfer_table(methods, probe, missing["probe"], marks), "no transfer keys reported")
 
     doc.add("## Corruption robustness")
     doc.table(f"Corruption robustness: clean error, mCE normalised by **{reference}** (100 = as robust as the "
               f"reference), relative mCE, and unnormalised mean errors over the 15 standard and all 19 "
               "corruptions (lower is better throughout).",
-              tables.robustness_table(methods, robust, missing["robustness"]),
+              tables.robustness_table(methods, robust, missing["robustness"], marks),
               "no robustness metrics found (run `dvc repro evaluate`)")
     value, source = RESNET50_IMAGENET_MCE
     doc.add(f"Paper-scale anchor (not comparable: ImageNet-C, normalised by AlexNet): {source}: mCE {value:.1f}.")
     labels = {"error": "top-1 error", "ce": f"CE normalised by {reference}", "": "as reported"}
-    for quantity, table in tables.robustness_group_tables(methods, robust, missing["robustness"]).items():
+    for quantity, table in tables.robustness_group_tables(methods, robust, missing["robustness"], marks).items():
         label = labels.get(quantity, f"`{quantity}`")
         doc.table(f"Robustness per corruption group: {label} (%), mean over the group's corruptions and "
                   "severities; lower is better.", table, "no per-group keys")
@@ -295,7 +315,7 @@ def build_summary(
             "fraction of in-distribution test images flagged as OOD at 95% OOD recall, lower is better. "
             + (f"Files state `ood/convention` = {', '.join(f'`{c}`' for c in convention)}."
                if convention else "The OOD files do not state a convention (no `ood/convention` key)."))
-    ood_tables = tables.ood_tables(methods, ood, missing["ood"], groups)
+    ood_tables = tables.ood_tables(methods, ood, missing["ood"], groups, marks)
     if not ood_tables:
         doc.add("*OOD detection: no OOD metrics found (run `dvc repro evaluate`).*")
     for group, table in ood_tables.items():
@@ -325,9 +345,11 @@ def build_summary(
         doc.add("Figure inputs not found (the figures leave these out):\n"
                 + "\n".join(f"- {m.sentence()}" for m in study.missing_plots))
 
-    if doc.footnotes:
-        doc.add("## Missing results")
-        doc.add("\n".join(f"[^{fid}]: {text}" for fid, text in doc.footnotes.items()))
+    notes = {fid: text for fid, text in doc.footnotes.items() if fid in NOTES}
+    missing_notes = {fid: text for fid, text in doc.footnotes.items() if fid not in NOTES}
+    for heading, block in (("## Notes", notes), ("## Missing results", missing_notes)):
+        if block:
+            doc.add(heading, "\n".join(f"[^{fid}]: {text}" for fid, text in block.items()))
     return "\n".join(doc.lines).rstrip() + "\n"
 
 

@@ -97,6 +97,14 @@ def format_value(value: Any, kind: Kind, scale: float = 100.0) -> str:
     return f"{v:.3g}"
 
 
+# method -> what its table rows append to its name (a footnote mark such as `[^imported]`); None: nothing
+Marks = Mapping[str, str] | None
+
+
+def marked(method: str, marks: Marks) -> str:
+    return f"{method}{(marks or {}).get(method, '')}"
+
+
 def footnote_id(missing: MissingInput) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{missing.path.parent.name}-{missing.path.stem}")
 
@@ -159,6 +167,7 @@ def metric_table(
     missing: Mapping[str, MissingInput],
     anchors: Sequence[AnchorSet] = (),
     first_header: str = "method",
+    marks: Marks = None,
 ) -> Table:
     """Rows = methods, columns = metrics (+ anchor columns). Columns that no method reports are dropped (noted)."""
     table = Table("")
@@ -193,11 +202,11 @@ def metric_table(
         table.notes.append("Anchor sources: " + "; ".join(f"{a.title}: {a.source}" for a in anchors) + ".")
     rows = []
     for m in methods:
-        label = m
+        label = marked(m, marks)
         if m not in present and m in missing:
             fid = footnote_id(missing[m])
             table.footnotes[fid] = missing[m].sentence()
-            label = f"{m}[^{fid}]"
+            label = f"{label}[^{fid}]"
         anchor_cells = [f"{a.values[m]:.1f}" if m in a.values else "" for a in anchors]
         rows.append([label, *cells[m], *anchor_cells])
     table.markdown = markdown_table(header, rows)
@@ -217,10 +226,12 @@ PRETRAIN_COLUMNS = (
 )
 
 
-def pretrain_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput]) -> Table:
+def pretrain_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput],
+                   marks: Marks = None) -> Table:
     known = [c.key for c in PRETRAIN_COLUMNS]
     return metric_table(
-        methods, per_method, [*PRETRAIN_COLUMNS, *extra_columns(per_method, ["pretrain/"], known)], missing
+        methods, per_method, [*PRETRAIN_COLUMNS, *extra_columns(per_method, ["pretrain/"], known)], missing,
+        marks=marks,
     )
 
 
@@ -256,7 +267,9 @@ def semisup_columns(per_method: PerMethod) -> list[Column]:
     return columns
 
 
-def accuracy_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput]) -> Table:
+def accuracy_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput],
+                   marks: Marks = None, anchors: Sequence[AnchorSet] = ()) -> Table:
+    """`anchors`: further anchor columns after the fixed ones (the publishers' numbers of imported encoders)."""
     semisup = semisup_columns(per_method)
     # shown elsewhere: the per-wd test numbers (own table) and the selected probe's validation top-1 (not a test
     # number); counts such as semisup/n_labels_* go to the protocol text
@@ -265,7 +278,7 @@ def accuracy_table(methods: Sequence[str], per_method: PerMethod, missing: Mappi
     extra = [c for c in extra_columns(per_method, ["linear/", "knn/", "semisup/"], known, kinds=("pct",))
              if c.key not in wd_keys]
     return metric_table(methods, per_method, [*ACCURACY_COLUMNS, *semisup, *extra], missing,
-                        anchors=ACCURACY_ANCHORS)
+                        anchors=(*ACCURACY_ANCHORS, *anchors), marks=marks)
 
 
 def _wd_value(key: str) -> float:
@@ -276,15 +289,17 @@ def _wd_value(key: str) -> float:
         return math.inf
 
 
-def weight_decay_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput]) -> Table:
+def weight_decay_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput],
+                       marks: Marks = None) -> Table:
     """Linear-probe test top-1 for every weight decay of the grid (the paper's max-over-test view)."""
     keys = sorted((k for k in keys_with_prefix(per_method, "linear/") if WD_KEY.match(k)), key=_wd_value,
                   reverse=True)
     columns = [Column(k, f"wd {WD_KEY.match(k)['wd']}", "pct", "high") for k in keys]  # type: ignore[index]
-    return metric_table(methods, per_method, columns, missing)
+    return metric_table(methods, per_method, columns, missing, marks=marks)
 
 
-def transfer_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput]) -> Table:
+def transfer_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput],
+                   marks: Marks = None) -> Table:
     """Per transfer set: micro top-1 (the headline) and macro accuracy (the reference code's default), labelled."""
     sets: dict[str, None] = {}
     for key in keys_with_prefix(per_method, "transfer/"):
@@ -295,7 +310,7 @@ def transfer_table(methods: Sequence[str], per_method: PerMethod, missing: Mappi
     for name in sets:
         columns.append(Column(f"transfer/{name}/top1", f"{name} top-1 (micro)", "pct", "high"))
         columns.append(Column(f"transfer/{name}/macro_acc", f"{name} macro acc", "pct", "high"))
-    return metric_table(methods, per_method, columns, missing)
+    return metric_table(methods, per_method, columns, missing, marks=marks)
 
 
 ROBUSTNESS_COLUMNS = (
@@ -313,7 +328,8 @@ def robustness_reference(per_method: PerMethod) -> str:
     return " / ".join(names) if names else "an unnamed reference (no `robustness/reference` key)"
 
 
-def robustness_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput]) -> Table:
+def robustness_table(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput],
+                     marks: Marks = None) -> Table:
     reference = robustness_reference(per_method)
     columns = [
         Column(c.key, f"mCE (normalised by {reference})", c.kind, c.better) if c.key == "robustness/mce" else c
@@ -325,11 +341,11 @@ def robustness_table(methods: Sequence[str], per_method: PerMethod, missing: Map
         for c in extra_columns(per_method, ["robustness/"], known, kinds=("pct", "ratio"))
         if c.key.count("/") == 1  # per-group and per-corruption keys have their own tables
     ]
-    return metric_table(methods, per_method, [*columns, *extra], missing, anchors=ROBUSTNESS_ANCHORS)
+    return metric_table(methods, per_method, [*columns, *extra], missing, anchors=ROBUSTNESS_ANCHORS, marks=marks)
 
 
 def robustness_group_tables(
-    methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput]
+    methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput], marks: Marks = None
 ) -> dict[str, Table]:
     """One table per per-group quantity (`robustness/group/<group>[/<quantity>]`), columns = groups in order."""
     by_quantity: dict[str, list[tuple[str, str]]] = {}
@@ -343,7 +359,7 @@ def robustness_group_tables(
         entries.sort(key=lambda e: order.get(e[0], len(order)))
         kind = guess_kind(f"robustness/{quantity}") if quantity else "ratio"
         columns = [Column(key, group, kind, "low") for group, key in entries]
-        tables[quantity] = metric_table(methods, per_method, columns, missing)
+        tables[quantity] = metric_table(methods, per_method, columns, missing, marks=marks)
     return tables
 
 
@@ -436,7 +452,7 @@ def ood_long(methods: Sequence[str], per_method: PerMethod, groups: Sequence[str
 
 
 def ood_tables(methods: Sequence[str], per_method: PerMethod, missing: Mapping[str, MissingInput],
-               groups: Sequence[str] | None = None) -> dict[str, Table]:
+               groups: Sequence[str] | None = None, marks: Marks = None) -> dict[str, Table]:
     """One table per OOD group: rows = methods, columns = scores, cells "AUROC / FPR95" (best AUROC bold)."""
     rows = ood_long(methods, per_method, groups)
     tables: dict[str, Table] = {}
@@ -456,12 +472,12 @@ def ood_tables(methods: Sequence[str], per_method: PerMethod, missing: Mapping[s
         best = {score: max(values) for score, values in seen.items() if len(values) >= 2}
         body = []
         for m in methods:
-            label = m
+            label = marked(m, marks)
             if per_method.get(m) is None:
                 if m in missing:
                     fid = footnote_id(missing[m])
                     table.footnotes[fid] = missing[m].sentence()
-                    label = f"{m}[^{fid}]"
+                    label = f"{label}[^{fid}]"
                 body.append([label, *[MISSING] * len(scores)])
                 continue
             line = [label]
