@@ -135,7 +135,7 @@ def locate_cifar10_c(
                             "set corrupt.root=<root>")
     pairs = [(c, s) for c in corruption_names for s in severities]
     for corruption, severity in progress(pairs, desc="CIFAR-10-C", unit="set"):
-        images, labels = C.load_cifar10_c(root, corruption, severity, index, test.labels)
+        images, labels = C.load_cifar10_c(root, corruption, severity, index, test.labels, test.meta.get("index"))
         if images.shape[1:] != built.clean.shape[1:]:
             raise UserError(
                 f"CIFAR-10-C images are {images.shape[1:]} but the study's test images are {built.clean.shape[1:]}; "

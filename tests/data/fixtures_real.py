@@ -336,3 +336,51 @@ def write_places365(raw: Path) -> FileTruth:
     (base / "places365_train_standard.txt").write_text("\n".join(train) + "\n")
     (base / "places365_val.txt").write_text("\n".join(val) + "\n")
     return truth
+
+
+# ----------------------------------------------------------------------------------------------- corrupted sets
+
+
+def write_cifar10_c(folder: Path, truth: ArrayTruth, corruptions: list[str]) -> None:
+    """CIFAR-10-C as extracted from CIFAR-10-C.tar (Hendrycks & Dietterich 2019): `<folder>/<corruption>.npy`, uint8
+    (50000, 32, 32, 3), five blocks of the 10000 CIFAR-10 test images in order, severity 1..5, and `labels.npy`
+    (50000,). Only the rows of `truth`'s test images are written (sparse files); row i of a block is test image i,
+    the official row the CIFAR-10 fixture's test split records, each image its clean one shifted by the severity."""
+    folder.mkdir(parents=True)
+    n = len(truth.test_y)
+    labels = np.zeros(50000, np.uint8)
+    for severity in range(5):
+        labels[severity * 10000 : severity * 10000 + n] = truth.test_y
+    np.save(folder / "labels.npy", labels)
+    for name in corruptions:
+        array = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.uint8,
+                                          shape=(50000, 32, 32, 3))
+        for severity in range(1, 6):
+            start = (severity - 1) * 10000
+            array[start : start + n] = (truth.test_x.astype(np.int64) + 40 * severity) % 256
+        array.flush()
+        del array
+
+
+def write_imagenet_c(folder: Path, imagenet: Path, corruptions: list[str], severities: list[int]) -> int:
+    """ImageNet-C as extracted from its tarballs (blur.tar, digital.tar, noise.tar, weather.tar, extra.tar):
+    `<folder>/<corruption>/<severity>/<wnid>/<validation file name>.JPEG`, 224 x 224 JPEGs made from the ImageNet
+    validation images of `imagenet` (the fixture's `val/<wnid>/`) as ImageNet-C was: shorter side 256, centre crop
+    224, then corrupted (here: darkened by the severity). Returns the number of images written."""
+    from PIL import Image
+
+    from sslbench.data.splits import center_crop_view
+
+    count = 0
+    for wnid_dir in sorted((imagenet / "val").iterdir()):
+        for path in sorted(wnid_dir.glob("*.JPEG")):
+            with Image.open(path) as raw:
+                clean = center_crop_view(raw.convert("RGB"), 224)
+            for name in corruptions:
+                for severity in severities:
+                    out = folder / name / str(severity) / wnid_dir.name / path.name
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray((clean.astype(np.int64) * (10 - severity) // 10).astype(np.uint8)).save(
+                        out, quality=85)
+                    count += 1
+    return count

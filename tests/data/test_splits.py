@@ -72,3 +72,42 @@ def test_pretrain_and_embed_refuse_a_damaged_split(compose: Compose, tiny_data: 
     with pytest.raises(UserError, match=r"shapes/train fails its sha256 check: .*labels\.npy"):
         pretrain.run(compose("pretrain", ["method=simclr", *paths, "pretrain.epochs=1", "pretrain.batch_size=64"]))
     assert not (models / "simclr").exists() and not (reports / "pretrain" / "live" / "simclr").exists()
+
+
+def test_center_crop_view_is_imagenet_cs_resize_256_centre_crop_224(tmp_path: Path) -> None:
+    """The ImageNet splits' view equals torchvision's Resize(256) + CenterCrop(224) (the pipeline that produced
+    ImageNet-C), for landscape and portrait images; an index split with `view: center_crop` decodes with it."""
+    from PIL import Image
+    from torchvision import transforms
+
+    rng = np.random.default_rng(0)
+    reference = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
+    for w, h in ((500, 375), (333, 500), (60, 40)):
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        assert np.array_equal(splits.center_crop_view(img, 224), np.asarray(reference(img)))
+        assert splits.center_crop_view(img, 112).shape == (112, 112, 3)
+    img = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    img.save(tmp_path / "a.png")
+    for view, want in (("center_crop", splits.center_crop_view(img, 64)),
+                       ("squash", np.asarray(img.resize((64, 64), Image.Resampling.BILINEAR)))):
+        splits.write_index(tmp_path / "data" / "datasets" / view / "test", [("a.png", 0)],
+                           {"root": str(tmp_path), "classes": ["x"], "image_size": 64, "view": view})
+        assert np.array_equal(open_split(tmp_path / "data", view, "test").images(slice(None))[0], want)
+
+
+def test_classes_on_disk_sets_num_classes_to_the_prepared_classes(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from sslbench.errors import UserError
+    from sslbench.io import split_dir, write_split
+
+    cfg = OmegaConf.create({"paths": {"data": str(tmp_path)},
+                            "dataset": {"name": "imagenet", "train": "train", "num_classes": 1000}})
+    OmegaConf.set_struct(cfg, True)
+    assert splits.classes_on_disk(cfg) == 1000  # not prepared yet: the config as it is
+    write_split(split_dir(tmp_path, "imagenet", "train"), np.zeros((3, 4, 4, 3), np.uint8), np.arange(3),
+                {"classes": ["n01", "n02", "n03"]})
+    assert splits.classes_on_disk(cfg) == 3 and cfg.dataset.num_classes == 3
+    cfg.dataset.num_classes = 2
+    with pytest.raises(UserError, match=r"holds 3 classes but dataset.num_classes=2 .*remove the extra classes"):
+        splits.classes_on_disk(cfg)

@@ -46,3 +46,14 @@ def test_empty_class_is_an_error_naming_it_unless_the_fallback_is_asked() -> Non
 
 def test_fraction_tags() -> None:
     assert [fraction_tag(f) for f in (0.01, 0.1, 0.002, 1.0)] == ["1pct", "10pct", "0.2pct", "100pct"]
+
+
+def test_class_names_that_disagree_with_num_classes_are_one_line_errors() -> None:
+    """A copy with a subset of the classes evaluated with the config's class count: a one-line error, not an
+    IndexError (the evaluate stage counts the classes on disk, `splits.classes_on_disk`)."""
+    labels = np.arange(6) % 3
+    with pytest.raises(UserError, match=r"holds 3 classes but dataset.num_classes=1000"):
+        class_balanced_subset(labels, 0.5, seed=0, num_classes=1000, class_names=["a", "b", "c"])
+    with pytest.raises(UserError, match=r"labels outside 0..1 \(dataset.num_classes=2\)"):
+        class_balanced_subset(labels, 0.5, seed=0, num_classes=2)
+    assert len(class_balanced_subset(labels, 0.5, seed=0, num_classes=3, class_names=["a", "b", "c"])) == 3

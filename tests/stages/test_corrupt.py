@@ -185,3 +185,46 @@ def test_a_failed_run_leaves_nothing(compose, tiny_data: Path, tmp_path: Path,  
         corrupt.run(cfg)
     assert not (data / "corrupted").exists()  # not even the empty folder that held the temporary sets
     assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_corrupt_root_follows_prepare_root(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`corrupt.root: ""` looks in `<prepare.root>/ImageNet-C` (`CIFAR-10-C`), where the presets' headers tell users
+    to put them; `data/raw/...` when `prepare.root` is empty too; an explicit `corrupt.root` wins."""
+    data = tmp_path / "data"
+    base = [f"paths.data={data}"]
+    for dataset, folder in (("imagenet", "ImageNet-C"), ("cifar10", "CIFAR-10-C")):
+        assert corrupt.located_root(compose("corrupt", [*base, f"dataset={dataset}"])) == data / "raw" / folder
+        cfg = compose("corrupt", [*base, f"dataset={dataset}", "prepare.root=/datasets"])
+        assert corrupt.located_root(cfg) == Path("/datasets") / folder
+        cfg = compose("corrupt", [*base, f"dataset={dataset}", "prepare.root=/datasets", "corrupt.root=/elsewhere"])
+        assert corrupt.located_root(cfg) == Path("/elsewhere")
+
+
+def test_the_prepare_section_of_the_corrupt_config_is_the_prepare_stages() -> None:
+    """conf/corrupt.yaml repeats `prepare:` (read for `prepare.root`) so that params.yaml's whole section composes
+    there: its keys and defaults must stay those of conf/prepare.yaml."""
+    import yaml
+
+    conf = Path(corrupt.__file__).resolve().parents[1] / "conf"
+    ours = yaml.safe_load((conf / "corrupt.yaml").read_text())["prepare"]
+    assert ours == yaml.safe_load((conf / "prepare.yaml").read_text())["prepare"]
+
+
+def test_cifar10_c_pairs_a_partial_test_split_by_its_official_rows(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A test split that is part of the CIFAR-10 test set (its meta `index`: official rows) pairs row by row, in
+    CIFAR-10-C's published layout found under `prepare.root`."""
+    from tests.data.fixtures_real import write_cifar10, write_cifar10_c
+
+    raw, data = tmp_path / "raw", tmp_path / "data"
+    truth = write_cifar10(raw)
+    write_cifar10_c(raw / "CIFAR-10-C", truth, ["fog"])
+    official = np.arange(len(truth.test_y))[::-1].copy()  # the split's row i is official test image official[i]
+    write_split(split_dir(data, "cifar10", "test"), truth.test_x[official], truth.test_y[official],
+                {"classes": [str(i) for i in range(10)], "index": official.tolist()})
+    out = corrupt.run(compose("corrupt", _overrides(data, tmp_path / "r", "dataset=cifar10", f"prepare.root={raw}",
+                                                    "corrupt.corruptions=fog", "corrupt.severities=2",
+                                                    "corrupt.n_images=all")))
+    assert out["name"] == "CIFAR-10-C" and out["sets"] == 1
+    split = read_split(data / "corrupted" / "cifar10" / "fog" / "2")
+    assert np.array_equal(split.images, (truth.test_x[official].astype(np.int64) + 80) % 256)
+    assert np.array_equal(split.labels, truth.test_y[official])

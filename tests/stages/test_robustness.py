@@ -128,6 +128,11 @@ def test_metrics_match_the_hand_computed_errors(compose, study: Path) -> None:  
 
 def test_the_reference_itself_has_mce_one(compose, study: Path) -> None:  # type: ignore[no-untyped-def]
     out = robustness.run(_cfg(compose, study, "method=supervised"))
+    # Grad-CAM off: the declared panel is a placeholder that says so (dvc.yaml declares it for every method)
+    from sslbench.paths import not_applicable
+
+    png = study / "reports" / "robustness" / "gradcam" / "supervised.png"
+    assert "robustness.gradcam.enabled=false" in (not_applicable(png) or "")
     assert out["robustness/mce"] == pytest.approx(1.0) and out["robustness/relative_mce"] == pytest.approx(1.0)
 
 

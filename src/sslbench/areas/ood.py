@@ -21,7 +21,9 @@ Outputs
   - `ood/skipped`: why scores are null ("" when none is). The stochastic scores (`mean_sigma`, `prior_log_density`,
     `kl_knn`) of a deterministic model are **skipped, not an error**: their keys are null and `ood/skipped` names
     them and the reason, so that one `dvc repro` covers every method and `dvc metrics diff` lines up.
-- `reports/ood/plots/<method>/roc_<group>.csv`: the group's ROC curve (OOD positive, TPR vertically averaged
+- `reports/ood/plots/<method>/roc_<group>.csv`: the group's ROC curve (a header and no rows for a group the
+  dataset leaves empty, such as `near` on TinyImageNet and ImageNet: `sslbench.paths.not_applicable`; OOD positive,
+  TPR vertically averaged
   over its sets) on a 200-point FPR grid, one column per score the model has (`fpr,msp,max_logit,...`; the
   stochastic scores only for Bayes models), values = TPR. Wide rather than long (`fpr,tpr,score`) because DVC's
   templates draw one line per *column* (`y: {file: [cols]}`) but cannot split one column by the value of another.
@@ -328,6 +330,8 @@ def run(s: OODSettings, probe: LinearProbe | None = None) -> dict[str, Any]:
             if sets:
                 _write_roc(tmp / f"roc_{group}.csv",
                            {sc: mean_roc([curves[n][sc] for n in sets], ROC_POINTS) for sc in det.names})
+            else:  # dvc.yaml declares roc_near/roc_far for every dataset: an empty group is a header, no rows
+                _write_roc(tmp / f"roc_{group}.csv", {sc: (np.zeros(0), np.zeros(0)) for sc in det.names})
     write_metrics(reports / "ood" / f"{method}.json", metrics)
 
     summary = " | ".join(

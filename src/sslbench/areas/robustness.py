@@ -7,7 +7,8 @@ is AlexNet on ImageNet and the study's `supervised` model elsewhere; the latter 
 probe protocol, from its own embeddings (never from another stage's output, so `evaluate@supervised` does not
 depend on itself). Writes `reports/robustness/<method>.json` (metrics, `sslbench.eval.corruption`),
 `reports/robustness/plots/<method>/errors.csv` (per corruption and severity, for `dvc plots`) and
-`reports/robustness/gradcam/<method>.png` (`sslbench.eval.gradcam`, drawn by `sslbench.report.panels`).
+`reports/robustness/gradcam/<method>.png` (`sslbench.eval.gradcam`, drawn by `sslbench.report.panels`; a placeholder
+saying so when Grad-CAM is off: `sslbench.paths.write_not_applicable_png`).
 
 Memory: the corrupted sets are never all held or concatenated at once (ImageNet-C's 95 tables of 50,000 x 2048
 float32 are 36 GiB, and their concatenation as much again). `load_tables` checks every table before any work and keeps
@@ -36,6 +37,7 @@ from sslbench.errors import UserError, unknown_choice
 from sslbench.eval.corruption import Reference, alexnet_reference, robustness_metrics, top1_error
 from sslbench.eval.linear import LinearProbe
 from sslbench.io import Embeddings, embeddings_path, ensure_writable, read_embeddings, write_metrics, write_text
+from sslbench.paths import write_not_applicable_png
 
 log = logging.getLogger("sslbench.robustness")
 
@@ -246,6 +248,9 @@ def run(s: RobustnessSettings, probe: LinearProbe | None = None) -> dict[str, An
     write_text(reports / "plots" / method / "errors.csv", errors_csv(result, reference))
     if s.gradcam_images > 0:
         _gradcam(s, family, result.probe, reports / "gradcam" / f"{method}.png")
+    else:  # declared for every method in dvc.yaml: a placeholder that says why (sslbench.paths.not_applicable)
+        write_not_applicable_png(reports / "gradcam" / f"{method}.png",
+                                 "Grad-CAM off (robustness.gradcam.enabled=false or n_images=0)")
     log.info(
         "robustness@%s: clean error %.3f, mCE %.3f and relative mCE %.3f (reference %s), mean error 15 %.3f / "
         "19 %.3f, n=%d -> %s",
@@ -294,6 +299,11 @@ def _gradcam(s: RobustnessSettings, family: dict[str, Any], probe: LinearProbe, 
         where = {int(v): i for i, v in enumerate(source.meta["index"])}
         at = np.asarray([where[int(i)] for i in subset], np.int64)
         conditions.append((f"{corruption} ({severity})", source.images(at)))
+    if layer.out_features != len(test.classes):  # names of the predicted classes come from the split's classes
+        raise UserError(
+            f"the linear probe has {layer.out_features} classes but {test.directory} holds {len(test.classes)} "
+            "(dataset.num_classes); evaluate through `sslbench.stages.evaluate`, which counts the classes on disk"
+        )
     rows = []
     for title, images in conditions:
         cams, predictions = gradcam(encoder, layer, images, labels)

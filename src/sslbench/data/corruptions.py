@@ -473,12 +473,15 @@ def _read_index(path: Path, root: Path) -> tuple[list[Path], list[int]]:
 
 
 def load_cifar10_c(
-    root: Path, corruption: str, severity: int, index: np.ndarray, test_labels: np.ndarray
+    root: Path, corruption: str, severity: int, index: np.ndarray, test_labels: np.ndarray,
+    official: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows `index` of CIFAR-10-C's (corruption, severity) block: (images uint8 (n, 32, 32, 3), labels int64 (n,)).
 
-    Row i of a severity block is CIFAR-10 test image i, so the study's test split must be the 10000 CIFAR-10 test
-    images in their original order; the labels are checked against `labels.npy` to catch anything else.
+    Row r of a severity block is CIFAR-10 test image r. Test image i of the study is official test image
+    `official[i]` (the `index` its split's meta records; None: the whole test set in order, i.e. `official[i] = i`),
+    so a study whose test split is part of the CIFAR-10 test set pairs too; the labels are checked against
+    `labels.npy` to catch anything else.
 
     Raises:
         UserError: files absent (with the layout and where to get them), wrong shape, or labels that disagree.
@@ -495,19 +498,29 @@ def load_cifar10_c(
             f"{array_path} is {array.dtype} {array.shape} (labels {labels.shape}); CIFAR-10-C files are uint8 "
             f"{want} with labels (50000,). Get {CIFAR10_C_HELP}"
         )
-    if len(test_labels) != CIFAR10_C_BLOCK:
+    if official is None:
+        if len(test_labels) != CIFAR10_C_BLOCK:
+            raise UserError(
+                f"CIFAR-10-C pairs row i with CIFAR-10 test image i, but the study's test split has {len(test_labels)} "
+                "images, not 10000, and no `index` of official rows; use the original CIFAR-10 test set as the test "
+                "split (`dvc repro prepare`)"
+            )
+        official = np.arange(CIFAR10_C_BLOCK)
+    rows = np.asarray(official, np.int64)
+    if len(rows) != len(test_labels) or (len(rows) and (rows.min() < 0 or rows.max() >= CIFAR10_C_BLOCK)):
         raise UserError(
-            f"CIFAR-10-C pairs row i with CIFAR-10 test image i, but the study's test split has {len(test_labels)} "
-            "images, not 10000; use the original CIFAR-10 test set as the test split (`dvc repro prepare`)"
+            f"CIFAR-10-C pairs row r with CIFAR-10 test image r, but the study's test split records official rows "
+            f"outside 0..{CIFAR10_C_BLOCK - 1} (or not one per image); use the CIFAR-10 test set as the test split "
+            "(`dvc repro prepare`)"
         )
     block = slice((severity - 1) * CIFAR10_C_BLOCK, severity * CIFAR10_C_BLOCK)
-    block_labels = np.asarray(labels[block], np.int64)
+    block_labels = np.asarray(labels[block], np.int64)[rows]
     if not np.array_equal(block_labels, np.asarray(test_labels, np.int64)):
         raise UserError(
             f"the labels of {labels_path} (severity {severity}) differ from the study's CIFAR-10 test labels; the test "
             "split is not the original CIFAR-10 test set in order, so CIFAR-10-C cannot be paired with it"
         )
-    return np.ascontiguousarray(array[block][index]), block_labels[index]
+    return np.ascontiguousarray(array[block][rows[index]]), block_labels[index]
 
 
 def imagenet_c_rows(
@@ -540,17 +553,16 @@ def imagenet_c_rows(
 
 
 def imagenet_c_clean_view(path: Path, image_size: int) -> np.ndarray:
-    """A clean ImageNet image as ImageNet-C saw it (resize shorter side to 256, centre-crop 224, as in hendrycks'
-    `make_imagenet_c.py`), then resized to the study's `image_size` like the corrupted images: the SSIM reference."""
+    """A clean ImageNet image as ImageNet-C saw it (shorter side to 256, centre crop 224, as in hendrycks'
+    `make_imagenet_c.py`), then resized to the study's `image_size` like the corrupted images: the SSIM reference,
+    and the same view as the prepared ImageNet splits (`splits.center_crop_view`)."""
     from PIL import Image
+
+    from sslbench.data.splits import center_crop_view
 
     with Image.open(path) as raw:
         img = raw.convert("RGB")
-    scale = 256 / min(img.size)
-    img = img.resize((round(img.size[0] * scale), round(img.size[1] * scale)), Image.Resampling.BILINEAR)
-    left, top = (img.size[0] - 224) // 2, (img.size[1] - 224) // 2
-    img = img.crop((left, top, left + 224, top + 224)).resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.asarray(img)
+    return center_crop_view(img, image_size)
 
 
 def write_summary(directory: Path, meta: dict[str, Any]) -> None:

@@ -12,7 +12,8 @@ it into `Split`s, and the text the offline error shows. `build(spec, ctx)` does 
 
 Resizing is one rule everywhere: the whole image is resized to `image_size`×`image_size` with PIL's bilinear
 filter (antialiased when shrinking), exactly as `splits.SplitSource.images` does for index sets, so the same image
-gives the same pixels in both formats. The aspect ratio is not kept (no crop), as for the index sets.
+gives the same pixels in both formats. The aspect ratio is not kept (no crop), as for the index sets, except for
+a dataset whose spec asks for ImageNet's evaluation view (`DatasetSpec.view`, `splits.center_crop_view`).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class DatasetSpec:
     find_root(folder) -> the located dataset root inside `<raw_root>/<name>/`, or None if the layout is absent;
     read(root, ctx) -> `Read`; large: write an index instead of arrays; layout: the expected files, as shown in the
     offline error (`{folder}` stands for `<raw_root>/<name>`); manual: why it cannot be downloaded automatically
-    (empty when `download.RESOURCES` has it).
+    (empty when `download.RESOURCES` has it); view: how an index set's images are brought to the study resolution
+    (`splits.VIEWS`: `squash` the whole image, or `center_crop`, ImageNet's resize-256 / centre-crop-224).
     """
 
     name: str
@@ -96,6 +98,7 @@ class DatasetSpec:
     read: Callable[[Path, RealContext], Read]
     large: bool = False
     manual: str = ""
+    view: str = "squash"
 
 
 # ----------------------------------------------------------------------------------------------- locate
@@ -312,7 +315,7 @@ def build(spec: DatasetSpec, ctx: RealContext) -> None:
         if spec.large:
             assert split.paths is not None
             rows = list(zip(split.paths, np.asarray(split.labels).tolist(), strict=True))
-            write_index(directory, rows, {**meta, "format": "index"})
+            write_index(directory, rows, {**meta, "format": "index", "view": spec.view})
         else:
             write_split(directory, arrays.pop(name), split.labels,
                         {**meta, "format": "arrays", "index": split.index.tolist()})

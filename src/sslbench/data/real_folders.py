@@ -140,6 +140,9 @@ IMAGENET = DatasetSpec(
     read=_read_imagenet,
     large=True,
     manual="it needs a registered account; extract the train and val archives into class folders",
+    # every split as ImageNet-C's clean images were made (shorter side 256, centre crop 224), so that clean and
+    # corrupted errors are measured on identically processed images; training crops are drawn from the same view
+    view="center_crop",
 )
 
 # ----------------------------------------------------------------------------------------------- DTD

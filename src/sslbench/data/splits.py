@@ -2,7 +2,8 @@
 
 - small sets: `images.npy` (uint8 N×H×W×3, memory-mapped) + `labels.npy` + `meta.json`;
 - large sets: `index.csv` (columns `path,label`; paths relative to `meta.json`'s `root`) + `meta.json`, whose
-  images are decoded and resized to `meta["image_size"]` on access.
+  images are decoded and resized to `meta["image_size"]` on access, the whole image (`meta["view"]` absent or
+  `squash`) or, for `view: center_crop`, ImageNet's evaluation view (`center_crop_view`).
 
 `open_split(...)` returns a `SplitSource`; consumers (embedding, corruption, fine-tuning) ask for batches by index.
 It checks an array split against the sha256 its `meta.json` records (`io.write_split`) once per process: a file
@@ -24,6 +25,34 @@ import numpy as np
 
 from sslbench.errors import UserError
 from sslbench.io import read_json, split_dir
+
+
+SQUASH = "squash"  # the whole image resized to image_size x image_size (aspect ratio not kept)
+CENTER_CROP = "center_crop"  # resize the shorter side to 256, centre-crop 224, resize to image_size
+VIEWS = (SQUASH, CENTER_CROP)
+
+
+def center_crop_view(img: Any, size: int, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """ImageNet's evaluation view of a PIL RGB image as uint8 (size, size, 3): the shorter side resized to `resize`
+    (bilinear, antialiased), the centre `crop` x `crop` cut out, then resized to `size` (a no-op at 224).
+
+    The pipeline that made ImageNet-C (Hendrycks & Dietterich 2019, `make_imagenet_c.py`: torchvision's
+    `Resize(256)` + `CenterCrop(224)`), with torchvision's rounding (the longer side truncated, the crop offset
+    rounded), so that clean and corrupted ImageNet images are processed alike, and the standard ImageNet evaluation
+    transform of the SSL literature."""
+    from PIL import Image
+
+    w, h = img.size
+    if w <= h:
+        new = (resize, int(resize * h / w))
+    else:
+        new = (int(resize * w / h), resize)
+    img = img.resize(new, Image.Resampling.BILINEAR)
+    left, top = int(round((new[0] - crop) / 2.0)), int(round((new[1] - crop) / 2.0))
+    img = img.crop((left, top, left + crop, top + crop))
+    if size != crop:
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img)
 
 
 @dataclass
@@ -54,12 +83,17 @@ class SplitSource:
         from PIL import Image
 
         size = int(self.meta["image_size"])
+        view = str(self.meta.get("view", SQUASH))
         picked = np.arange(len(self))[indices]
         out = np.empty((len(picked), size, size, 3), np.uint8)
         for row, i in enumerate(picked):
             try:
                 with Image.open(self._paths[i]) as img:
-                    out[row] = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+                    rgb = img.convert("RGB")
+                if view == CENTER_CROP:
+                    out[row] = center_crop_view(rgb, size)
+                else:
+                    out[row] = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
             except OSError as err:
                 raise UserError(f"cannot decode image {self._paths[i]} of {self.directory}: {err}") from err
         return out
@@ -157,3 +191,36 @@ def write_index(directory: Path, rows: list[tuple[str, int]], meta: dict[str, An
             writer.writerow(["path", "label"])
             writer.writerows(rows)
         (tmp / "meta.json").write_text(json.dumps({**meta, "n": len(rows)}, indent=2) + "\n")
+
+
+def classes_on_disk(cfg: Any) -> int:
+    """Set `cfg.dataset.num_classes` (a stage config) to the number of classes of the prepared main train split and
+    return it, so that a copy holding a subset of the dataset's classes (an ImageNet-100-style copy, fewer
+    TinyImageNet wnids) is evaluated over the classes it has: label i is the i-th of its sorted classes, and the
+    probe, the label subsets and the Grad-CAM panel's class names all count those. `UserError` when the copy holds
+    more classes than the dataset config says (the models' class outputs would not cover them); the config is left
+    as it is when the split is not prepared yet (its reader says so)."""
+    from omegaconf import open_dict
+
+    meta_path = split_dir(cfg.paths.data, str(cfg.dataset.name), str(cfg.dataset.train)) / "meta.json"
+    configured = int(cfg.dataset.num_classes)
+    if not meta_path.is_file():
+        return configured
+    classes = list(read_json(meta_path, "dvc repro prepare").get("classes") or [])
+    if not classes:
+        return configured
+    check_class_count(str(cfg.dataset.name), len(classes), configured, str(meta_path.parent))
+    if len(classes) != configured:
+        with open_dict(cfg):
+            cfg.dataset.num_classes = len(classes)
+    return len(classes)
+
+
+def check_class_count(dataset: str, found: int, configured: int, where: str) -> None:
+    """`UserError` when a copy of the main dataset holds more classes than `dataset.num_classes`."""
+    if found > configured:
+        raise UserError(
+            f"{dataset} at {where} holds {found} classes but dataset.num_classes={configured} "
+            f"(src/sslbench/conf/dataset/{dataset}.yaml); remove the extra classes from the copy, or study it as a "
+            f"dataset config of its own with num_classes: {found}"
+        )

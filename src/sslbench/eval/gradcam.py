@@ -60,6 +60,9 @@ def gradcam(
     Returns:
         cams float32 (N, H, W) in [0, 1]; predictions int64 (N,) of the same forward pass.
     """
+    if len(labels) and (int(np.min(labels)) < 0 or int(np.max(labels)) >= probe.out_features):
+        raise ValueError(f"Grad-CAM targets must lie in [0, {probe.out_features}) (the probe's classes), got "
+                         f"[{int(np.min(labels))}, {int(np.max(labels))}]")
     model = ProbedEncoder(encoder, probe).eval()
     reshape: Callable[[torch.Tensor], torch.Tensor] = lambda t: t  # noqa: E731
     if encoder.spec.backbone == "vit_small":

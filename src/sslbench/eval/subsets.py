@@ -53,6 +53,14 @@ def class_balanced_subset(
         raise UserError(f"a label-subset fraction must lie in (0, 1], got {fraction}")
     if min_per_class < 0:
         raise UserError(f"min_per_class must be >= 0, got {min_per_class}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise UserError(
+            f"the train split holds {len(class_names)} classes but dataset.num_classes={num_classes}; evaluate "
+            "through `sslbench.stages.evaluate`, which counts the classes on disk (splits.classes_on_disk)"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(f"labels outside 0..{num_classes - 1} (dataset.num_classes={num_classes}); run `dvc repro "
+                        "prepare` and embed again")
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     picked: list[np.ndarray] = []
     empty: list[str] = []

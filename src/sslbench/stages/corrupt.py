@@ -71,8 +71,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ensure_writable(C.corrupted_root(data_root, dataset), reports / "ssim.csv")
     test = open_split(data_root, dataset, str(cfg.dataset.test))
     index = C.select_indices(len(test), n_images, str(c.subset), seed)
-    default_raw = {"imagenet_c": "ImageNet-C", "cifar10_c": "CIFAR-10-C"}.get(source_kind, "")
-    raw_root = Path(c.root) if c.root else data_root / "raw" / default_raw
+    raw_root = located_root(cfg)
 
     if source_kind == "generate" and len(index):
         _check_resolution(cfg, test, test.images(index[:1]).shape[1:3], corruption_names)
@@ -116,6 +115,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     return {"name": family["name"], "sets": n_sets, "n_images": len(index), "seconds": seconds,
             "images_per_s": rate}
+
+
+LOCATED_FOLDERS = {"imagenet_c": "ImageNet-C", "cifar10_c": "CIFAR-10-C"}
+
+
+def located_root(cfg: DictConfig) -> Path:
+    """The folder of a located corrupted family: `corrupt.root`, or when it is empty `<prepare.root>/ImageNet-C`
+    (`CIFAR-10-C`), the real datasets' folder, itself `<paths.data>/raw` when `prepare.root` is empty too."""
+    if cfg.corrupt.root:
+        return Path(cfg.corrupt.root)
+    raw = Path(cfg.prepare.root) if cfg.prepare.root else Path(cfg.paths.data) / "raw"
+    return raw / LOCATED_FOLDERS.get(str(cfg.dataset.corruption_source), "")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from sslbench.areas import ood, probe, robustness
 from sslbench.areas.common import main_probes
+from sslbench.data.splits import classes_on_disk
 from sslbench.io import verify_embeddings
 from sslbench.paths import require_method
 from sslbench.stages._entry import stage_main
@@ -41,6 +42,7 @@ def verify_inputs(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    classes_on_disk(cfg)  # a copy with a subset of the classes is evaluated over the classes it has
     # every area's settings before any work (each area checks its input files itself, before its own work)
     probe_settings, robustness_settings, ood_settings = probe.settings(cfg), robustness.settings(cfg), ood.settings(cfg)
     verify_inputs(cfg)

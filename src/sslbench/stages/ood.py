@@ -11,10 +11,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sslbench.areas import ood as area
+from sslbench.data.splits import classes_on_disk
 from sslbench.stages._entry import stage_main
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    classes_on_disk(cfg)  # a copy with a subset of the classes is evaluated over the classes it has
     return area.run(area.settings(cfg))
 
 

@@ -11,6 +11,7 @@ python -m sslbench.stages.prepare dataset=shapes study.seed=0 prepare.shapes.n_t
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from omegaconf import DictConfig
 from sslbench.data.embedded import ShapesConfig
 from sslbench.data.real import RealContext
 from sslbench.data.registry import check_available, check_names, fetch_missing, prepare_dataset
-from sslbench.data.splits import open_split
+from sslbench.data.splits import check_class_count, open_split
+from sslbench.errors import UserError
 from sslbench.io import ensure_writable
 from sslbench.report.panels import sample_grid
 from sslbench.stages._entry import stage_main
@@ -55,6 +57,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         splits = sorted(p.name for p in (data_root / "datasets" / name).iterdir() if (p / "meta.json").is_file())
         sizes = {s: len(open_split(data_root, name, s)) for s in splits}
+        if name == str(cfg.dataset.name):
+            _check_classes(cfg, data_root, name)
         done[name] = sizes
         log.info("prepared %-16s %s in %.1fs", name, sizes, time.perf_counter() - start)
         if cfg.prepare.sample_grid:
@@ -69,6 +73,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     title=f"{name} / {split}",
                 )
     return done
+
+
+def _check_classes(cfg: DictConfig, data_root: Path, name: str) -> None:
+    """The study's dataset holds at most `dataset.num_classes` classes (`UserError` otherwise, and its folder just
+    written is removed); fewer, as in an ImageNet-100-style copy, is fine: the evaluation counts the classes on disk
+    (`splits.classes_on_disk`)."""
+    train = open_split(data_root, name, str(cfg.dataset.train))
+    found, configured = len(train.classes), int(cfg.dataset.num_classes)
+    try:
+        check_class_count(name, found, configured, str(train.meta.get("root", train.directory)))
+    except UserError:
+        shutil.rmtree(data_root / "datasets" / name, ignore_errors=True)
+        raise
+    if found < configured:
+        log.warning("prepare: %s holds %d of the %d classes of dataset.num_classes; the evaluation counts the %d "
+                    "classes on disk", name, found, configured, found)
 
 
 main = stage_main(run, "prepare")
