@@ -90,6 +90,37 @@ def test_early_stopping_on_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.val_top1 == [0.5, 0.75, 0.75, 0.5, 0.75] and result.best_epoch == 2 and result.epochs_run == 5
 
 
+
+def test_min_steps_makes_each_round_several_epochs_and_counts_patience_in_rounds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 images in batches of 8 are 1 step per epoch: min_steps=12 with 3 rounds is 3 rounds of 4 epochs; with
+    patience 1, the round after the best one stops the run."""
+    import sslbench.eval.semisup as semisup
+
+    val_accuracy = iter([0.5, 0.75, 0.5, 1.0])
+    monkeypatch.setattr(semisup, "predict", lambda *a, **k: (np.arange(4) < 4 * next(val_accuracy)).astype(int))
+    torch.manual_seed(0)
+    encoder = Encoder(EncoderSpec(image_size=16))
+    train, ytrain = dark_or_bright(8, 0)
+    rounds: list[int] = []
+
+    def run(cfg: FinetuneConfig) -> semisup.FinetuneResult:
+        return finetune(encoder, train, np.arange(8), ytrain, train, np.arange(4), np.ones(4, np.int64),
+                        num_classes=2, cfg=cfg, on_epoch=lambda e, _: rounds.append(e))
+
+    result = run(FinetuneConfig(epochs=3, patience=1, min_steps=12, batch_size=8, seed=0))
+    assert rounds == [4, 8, 12] and result.val_top1 == [0.5, 0.75, 0.5]
+    assert result.best_epoch == 8 and result.epochs_run == 12 and result.steps_run == 12
+    val_accuracy = iter([0.75, 0.5, 1.0])
+    rounds.clear()
+    result = run(FinetuneConfig(epochs=3, patience=1, min_steps=12, batch_size=8, seed=0))
+    assert rounds == [4, 8] and result.best_epoch == 4 and result.steps_run == 8  # stopped one round after the best
+    # without min_steps every round is one epoch: the protocol's loop
+    val_accuracy = iter([0.5, 0.75, 1.0])
+    rounds.clear()
+    result = run(FinetuneConfig(epochs=3, patience=1, batch_size=8, seed=0))
+    assert rounds == [1, 2, 3] and result.steps_run == 3 and result.epochs_run == 3
+
 def test_bayes_h_averages_logits_over_draws_and_bayes_z_uses_h() -> None:
     torch.manual_seed(0)
     x = torch.rand(3, 3, 16, 16)

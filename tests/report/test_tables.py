@@ -6,11 +6,14 @@ from sslbench.report.load import MissingInput
 from sslbench.report.tables import (
     Column,
     accuracy_table,
+    finetune_note,
     format_value,
     metric_table,
     ood_tables,
     percent_scale,
     quality_bar,
+    random_init_margins,
+    relative_mce_note,
     robustness_group_tables,
     robustness_table,
     semisup_columns,
@@ -136,3 +139,42 @@ def test_semisup_columns_follow_the_fractions_in_the_files() -> None:
     assert "fine-tune 50%" in header and "`semisup" not in header
     assert [c.header for c in semisup_columns({"a": {}})] == ["fine-tune 1%", "fine-tune 10%", "linear 1%",
                                                               "linear 10%"]
+
+
+def test_random_init_margins_count_only_what_is_beyond_noise() -> None:
+    probe = {"random_init": {"linear/top1": 0.30}, "supervised": {"linear/top1": 0.9}, "a": {"linear/top1": 0.36},
+             "b": {"linear/top1": 0.31}, "c": {"linear/top1": 0.25}, "d": None}
+    methods = ["random_init", "supervised", "a", "b", "c", "d"]
+    # n = 1000: half-width 1.96 * sqrt(.3 * .7 / 1000) = 2.8 points; a is 6 above, b 1 above, c below
+    assert random_init_margins(methods, probe, 1000) == (["a"], ["b", "c"])
+    assert random_init_margins(methods, probe, None) == (["a", "b"], ["c"])  # no n: every positive margin
+    assert random_init_margins(["a"], {"a": {"linear/top1": 0.5}}, 1000) is None
+
+
+def test_finetune_note_compares_with_the_linear_probe_on_the_same_labels() -> None:
+    probe = {
+        "supervised": {"semisup/finetune_top1_1pct": 0.15, "semisup/linear_top1_1pct": 0.19,
+                       "semisup/finetune_steps_1pct": 100, "semisup/finetune_top1_10pct": 0.40,
+                       "semisup/linear_top1_10pct": 0.31, "semisup/finetune_steps_10pct": 130},
+        "simclr": {"semisup/finetune_top1_1pct": 0.21, "semisup/linear_top1_1pct": 0.20,
+                   "semisup/finetune_steps_1pct": 100},
+        "byol": None,
+    }
+    text = finetune_note(["supervised", "simclr", "byol"], probe)
+    assert "1pct: fine-tuning (100 optimizer steps) beats the linear probe on the same labels for 1 of 2 methods; " \
+           "not for supervised." in text
+    assert "10pct: fine-tuning (130 optimizer steps) beats the linear probe on the same labels for 1 of 1 methods." \
+           in text and text.index("1pct:") < text.index("10pct:")
+    assert "it is the budget, not the method" in text
+    probe["supervised"]["semisup/finetune_top1_1pct"] = 0.25
+    assert "budget" not in finetune_note(["supervised", "simclr"], probe)
+    assert finetune_note(["simclr"], {"simclr": {"linear/top1": 0.5}}) == ""
+
+
+def test_relative_mce_note_names_the_corruptions_where_it_is_undefined() -> None:
+    robust = {"a": {"robustness/relative_mce": 0.9}, "b": {"robustness/relative_mce": None,
+                                                            "robustness/relative_ce/fog": None,
+                                                            "robustness/relative_ce/snow": 1.1}, "c": None}
+    text = relative_mce_note(["a", "b", "c"], robust)
+    assert text.startswith("**Relative mCE undefined**") and text.endswith("b: fog.")
+    assert relative_mce_note(["a"], robust) == ""

@@ -80,6 +80,11 @@ def test_summary_reads_like_a_results_section(study: tuple[Path, dict]) -> None:
     for heading in ("## Setup and protocol", "## Pretraining", "## Accuracy", "## Corruption robustness",
                     "## Out-of-distribution detection", "## Figures", "## Missing results"):
         assert heading in text
+    # the first lines: the scale, and which methods beat random_init beyond noise (the rest pointed to parity)
+    lines = text.splitlines()
+    assert lines[2].startswith("**Scale.** `shapes` (embedded data that `prepare` generates; 10 classes")
+    assert lines[4].startswith("**Above `random_init` beyond noise** (linear-probe test top-1): simclr. "
+                               "**Not beyond noise:** barlow_twins_bayes_h.") and "docs/parity.md" in lines[4]
     # missing inputs: dashes and a footnote naming the file and the command
     assert "| byol[^probe-byol] | — |" in text
     assert f"[^probe-byol]: `{root}/reports/probe/byol.json` is missing: run `dvc repro evaluate@byol`" in text

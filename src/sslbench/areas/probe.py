@@ -8,7 +8,8 @@ writes `reports/probe/<method>.json`, accuracies as fractions in [0, 1], the sam
   test top-1 of every candidate (for comparison with the DISSL paper, which reports the max over test);
 - `knn/top1`, `knn/macro_acc`: DINO's weighted kNN on L2-normalised features;
 - per label fraction f (tag `1pct`, `10pct`): `semisup/linear_top1_<f>` (linear probe trained on the subset),
-  `semisup/finetune_top1_<f>` (full fine-tuning, early-stopped on validation), `semisup/finetune_epochs_<f>`,
+  `semisup/finetune_top1_<f>` (full fine-tuning, early-stopped on validation), `semisup/finetune_epochs_<f>` and
+  `semisup/finetune_steps_<f>` (passes over the subset and optimizer steps run),
   `semisup/n_labels_<f>`;
 - per transfer set t: `transfer/<t>/top1` (micro) and `transfer/<t>/macro_acc`: the linear probe trained on t's own
   train split (L2-normalised features, as the linear transfer evaluations of SimCLR and DISSL do), weight decay
@@ -51,6 +52,7 @@ class Finetune:
 
     epochs: int
     patience: int
+    min_steps: int
     batch_size: int
     backbone_lr: float
     head_lr: float
@@ -91,6 +93,7 @@ def check_settings(p: DictConfig) -> None:
         (int(semi.min_per_class) < 0, "probe.semisup.min_per_class must be >= 0"),
         (int(ft.epochs) < 0, "probe.semisup.finetune.epochs must be >= 0 (0 skips fine-tuning)"),
         (int(ft.patience) < 1 or int(ft.batch_size) < 1, "probe.semisup.finetune.patience/batch_size must be >= 1"),
+        (int(ft.min_steps) < 0, "probe.semisup.finetune.min_steps must be >= 0"),
         (float(ft.backbone_lr) <= 0 or float(ft.head_lr) <= 0 or float(ft.weight_decay) < 0,
          "probe.semisup.finetune: learning rates must be > 0 and weight_decay >= 0"),
     ]
@@ -109,7 +112,8 @@ def settings(cfg: DictConfig) -> ProbeSettings:
         study=study, device=resolve_device(str(p.device)), n_samples=int(p.n_samples),
         linear=LinearSettings.from_config(p.linear), knn_k=int(p.knn.k), knn_temperature=float(p.knn.temperature),
         fractions=tuple(float(f) for f in p.semisup.fractions), min_per_class=int(p.semisup.min_per_class),
-        finetune=Finetune(epochs=int(ft.epochs), patience=int(ft.patience), batch_size=int(ft.batch_size),
+        finetune=Finetune(epochs=int(ft.epochs), patience=int(ft.patience), min_steps=int(ft.min_steps),
+                          batch_size=int(ft.batch_size),
                           backbone_lr=float(ft.backbone_lr), head_lr=float(ft.head_lr),
                           weight_decay=float(ft.weight_decay)),
         transfer=tuple(str(name) for name in cfg.dataset.transfer),
@@ -249,7 +253,7 @@ def _finetune(encoder: Any, sources: dict[str, Any], split_tables: dict[str, Emb
     from sslbench.eval.semisup import FinetuneConfig, finetune, predict
 
     ft, seed, device = s.finetune, s.study.seed, s.device
-    cfg = FinetuneConfig(epochs=ft.epochs, patience=ft.patience, batch_size=ft.batch_size,
+    cfg = FinetuneConfig(epochs=ft.epochs, patience=ft.patience, min_steps=ft.min_steps, batch_size=ft.batch_size,
                          backbone_lr=ft.backbone_lr, head_lr=ft.head_lr, weight_decay=ft.weight_decay,
                          n_samples=s.n_samples, seed=seed, device=device)
     train, val, test = split_tables["train"], split_tables["val"], split_tables["test"]
@@ -262,4 +266,4 @@ def _finetune(encoder: Any, sources: dict[str, Any], split_tables: dict[str, Emb
     pred = predict(result.encoder, result.head, sources["test"], test.index, batch_size=max(cfg.batch_size, 256),
                    n_samples=cfg.n_samples, seed=seed, device=device)
     return {f"semisup/finetune_top1_{tag}": accuracy(pred, test.label),
-            f"semisup/finetune_epochs_{tag}": result.epochs_run}
+            f"semisup/finetune_epochs_{tag}": result.epochs_run, f"semisup/finetune_steps_{tag}": result.steps_run}

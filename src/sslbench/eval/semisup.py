@@ -86,6 +86,7 @@ class FinetuneConfig:
 
     epochs: int = 50
     patience: int = 5
+    min_steps: int = 0  # at least this many optimizer steps (see `finetune`); 0: exactly `epochs` passes
     batch_size: int = 256
     backbone_lr: float = 1e-4
     head_lr: float = 1e-3
@@ -95,8 +96,9 @@ class FinetuneConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1 or self.n_samples < 1:
-            raise ValueError(f"fine-tuning needs epochs, patience, batch_size, n_samples >= 1 (got {self})")
+        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1 or self.n_samples < 1 or self.min_steps < 0:
+            raise ValueError(f"fine-tuning needs epochs, patience, batch_size, n_samples >= 1, min_steps >= 0 "
+                             f"(got {self})")
 
 
 @dataclass
@@ -105,9 +107,10 @@ class FinetuneResult:
 
     encoder: Encoder
     head: nn.Linear
-    best_epoch: int  # 1-based epoch whose weights are kept
-    epochs_run: int
-    val_top1: list[float]  # per epoch, fraction in [0, 1]
+    best_epoch: int  # 1-based epoch (pass over the subset) whose weights are kept
+    epochs_run: int  # passes over the labelled subset
+    val_top1: list[float]  # per validation round, fraction in [0, 1]
+    steps_run: int = 0  # optimizer steps
 
 
 def to_float_images(batch: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -176,8 +179,15 @@ def finetune(
         encoder: the pretrained encoder (not modified: a deep copy is trained).
         source, train_idx, train_labels: the labelled subset (rows of the train split and their labels).
         val_source, val_idx, val_labels: the validation images used for early stopping.
-        cfg: hyper-parameters; `cfg.epochs` is the maximum number of epochs.
-        on_epoch: called with (epoch, validation top-1 as a fraction) after each epoch (progress reporting).
+        cfg: hyper-parameters; `cfg.epochs` is the maximum number of validation rounds (and of passes over the
+            subset, unless `cfg.min_steps` asks for more).
+        on_epoch: called with (epoch, validation top-1 as a fraction) after each round (progress reporting).
+
+    A subset of a few batches gives few optimizer steps per pass: 40 images in batches of 32 are 2 steps, so 2
+    epochs of the 1 % subset train the new head for 4 steps and leave it at chance. `cfg.min_steps` lengthens such
+    a run to at least that many steps by making each validation round several passes (the same number each), so that
+    the cost of validating, and the early-stopping patience counted in rounds, do not grow with it. With
+    `min_steps=0` every round is one pass: the protocol's epochs.
     Returns:
         `FinetuneResult` holding the weights of the best validation epoch (first best on ties).
     """
@@ -193,24 +203,30 @@ def finetune(
         head.bias.zero_()
     opt = AdamW([(list(model.parameters()), cfg.backbone_lr), (list(head.parameters()), cfg.head_lr)],
                 weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * -(-len(train_idx) // cfg.batch_size)
+    per_pass = -(-len(train_idx) // cfg.batch_size)
+    passes = max(cfg.epochs, -(-cfg.min_steps // per_pass))
+    rounds = min(cfg.epochs, passes)
+    per_round = -(-passes // rounds)
+    steps = rounds * per_round * per_pass
     labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     val_true = np.asarray(val_labels)
     best = (-1.0, 0, copy.deepcopy(model.state_dict()), copy.deepcopy(head.state_dict()))
     history: list[float] = []
-    for epoch in range(1, cfg.epochs + 1):
+    for round_ in range(1, rounds + 1):
         model.train()
         head.train()
-        order = torch.randperm(len(train_idx), generator=gen).numpy()
-        for i in range(0, len(order), cfg.batch_size):
-            rows = order[i : i + cfg.batch_size]
-            rows = rows[np.argsort(train_idx[rows], kind="stable")]  # increasing image rows: sequential reads
-            x = to_float_images(source.images(train_idx[rows]), dev)
-            y = labels[rows].to(dev)
-            loss = F.cross_entropy(classify(model, head, x, cfg.n_samples, sample_gen), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step(0.5 * (1.0 + math.cos(math.pi * opt.steps / steps)))  # cosine to 0, per step
+        for _ in range(per_round):
+            order = torch.randperm(len(train_idx), generator=gen).numpy()
+            for i in range(0, len(order), cfg.batch_size):
+                rows = order[i : i + cfg.batch_size]
+                rows = rows[np.argsort(train_idx[rows], kind="stable")]  # increasing image rows: sequential reads
+                x = to_float_images(source.images(train_idx[rows]), dev)
+                y = labels[rows].to(dev)
+                loss = F.cross_entropy(classify(model, head, x, cfg.n_samples, sample_gen), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step(0.5 * (1.0 + math.cos(math.pi * opt.steps / steps)))  # cosine to 0, per step
+        epoch = round_ * per_round
         pred = predict(model, head, val_source, val_idx, batch_size=max(cfg.batch_size, EVAL_BATCH),
                        n_samples=cfg.n_samples, seed=cfg.seed, device=cfg.device)
         top1 = float(np.mean(pred == val_true))
@@ -219,8 +235,9 @@ def finetune(
             on_epoch(epoch, top1)
         if top1 > best[0]:
             best = (top1, epoch, copy.deepcopy(model.state_dict()), copy.deepcopy(head.state_dict()))
-        elif epoch - best[1] >= cfg.patience:
+        elif round_ - best[1] // per_round >= cfg.patience:
             break
     model.load_state_dict(best[2])
     head.load_state_dict(best[3])
-    return FinetuneResult(model.eval(), head.eval(), best_epoch=best[1], epochs_run=len(history), val_top1=history)
+    return FinetuneResult(model.eval(), head.eval(), best_epoch=best[1], epochs_run=len(history) * per_round,
+                          val_top1=history, steps_run=opt.steps)

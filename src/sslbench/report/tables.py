@@ -550,3 +550,76 @@ def quality_bar(methods: Sequence[str], probe: PerMethod, key: str = "linear/top
         parts[-1] += f"; 95% binomial half-width of one accuracy at n={n_test} test images: ±{noise:.1f}"
     parts[-1] += "."
     return " ".join(parts)
+
+
+def random_init_margins(methods: Sequence[str], probe: PerMethod, n_test: int | None, key: str = "linear/top1"
+                        ) -> tuple[list[str], list[str]] | None:
+    """(SSL methods above `random_init` beyond noise, the other SSL methods with a result), each in study order;
+    None without a random_init result. Noise: the 95% binomial half-width of one accuracy at random_init's
+    accuracy and `n_test` images (as in `quality_bar`); without `n_test` every positive margin counts."""
+    base = number((probe.get("random_init") or {}).get(key))
+    if base is None:
+        return None
+    scored = _scored([m for m in methods if m not in BASELINES], probe, key)
+    scale = percent_scale([base, *scored.values()], "pct")
+    p = base * scale / 100
+    noise = 196 * math.sqrt(p * (1 - p) / n_test) if n_test else 0.0
+    above = [m for m, v in scored.items() if (v - base) * scale > noise]
+    return above, [m for m in scored if m not in above]
+
+
+def _fraction_order(tag: str) -> float:
+    try:
+        return float(tag.removesuffix("pct"))
+    except ValueError:
+        return math.inf
+
+
+def finetune_note(methods: Sequence[str], probe: PerMethod) -> str:
+    """How fine-tuning compares with the linear probe on the same labels, per fraction, with the steps it ran; and,
+    where it stays below, why (an empty string when no file has both numbers)."""
+    lines = []
+    for tag in sorted({k.rsplit("_", 1)[1] for k in keys_with_prefix(probe, "semisup/finetune_top1_")},
+                      key=_fraction_order):
+        pairs = {m: (number(d.get(f"semisup/finetune_top1_{tag}")), number(d.get(f"semisup/linear_top1_{tag}")))
+                 for m in methods if (d := probe.get(m))}
+        both = {m: (ft, lin) for m, (ft, lin) in pairs.items() if ft is not None and lin is not None}
+        if not both:
+            continue
+        below = [m for m, (ft, lin) in both.items() if ft <= lin]
+        steps = sorted({int(s) for m in both if (s := number((probe[m] or {}).get(f"semisup/finetune_steps_{tag}")))
+                        is not None})
+        span = "" if not steps else str(steps[0]) if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
+        ran = f" ({span} optimizer steps)" if span else ""
+        lines.append(f"{tag}: fine-tuning{ran} beats the linear probe on the same labels for "
+                     f"{len(both) - len(below)} of {len(both)} methods"
+                     + (f"; not for {', '.join(below)}" if below else "") + ".")
+    if not lines:
+        return ""
+    text = "**Fine-tuning vs the linear probe.** " + " ".join(lines)
+    if any("; not for" in line for line in lines):
+        text += (" Where fine-tuning stays below, it is the budget, not the method: the whole backbone is trained from "
+                 "a few dozen or hundred labelled images, without augmentation, with the protocol's small learning "
+                 "rates (backbone 1e-4, head 1e-3) for the steps shown, whereas the linear probe on the frozen "
+                 "embeddings runs to convergence (100 epochs). The protocol's 50 epochs over 1 % / 10 % of ImageNet "
+                 "are thousands of steps; `probe.semisup.finetune.min_steps` sets this study's.")
+    return text
+
+
+def relative_mce_note(methods: Sequence[str], robust: PerMethod) -> str:
+    """Why a method's relative mCE is not a number: the reference's errors do not rise above its clean error on
+    some corruption (relative CE divides by that rise); empty when every method with a file has one."""
+    undefined = {}
+    for m in methods:
+        data = robust.get(m)
+        if data is None or number(data.get("robustness/relative_mce")) is not None:
+            continue
+        flat = [k.rsplit("/", 1)[1] for k, v in data.items()
+                if k.startswith("robustness/relative_ce/") and number(v) is None]
+        undefined[m] = flat
+    if not undefined:
+        return ""
+    reasons = "; ".join(f"{m}: {', '.join(c) if c else 'no per-corruption value'}" for m, c in undefined.items())
+    return ("**Relative mCE undefined** where the reference model's corrupted error is not above its clean error on "
+            "a corruption (relative CE divides by that rise, Hendrycks & Dietterich 2019), at this number of "
+            f"images per set: {reasons}.")
