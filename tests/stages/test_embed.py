@@ -189,3 +189,21 @@ def test_bad_corrupted_index_and_midway_failure_leave_nothing(tmp_path: Path, ti
         embed.run(compose_cfg("embed", overrides(root, "simclr")))
     assert not (root / "data" / "embeddings" / "simclr").exists()
     assert list((root / "data" / "embeddings").iterdir()) == []
+
+
+def test_float16_tables_on_request_and_a_bad_dtype_refused(tmp_path: Path, tiny_data: Path,
+                                                          embedded_study: Path) -> None:
+    import pyarrow.parquet as pq
+
+    root = build_study(tmp_path, tiny_data)
+    with pytest.raises(UserError, match=r"embed.dtype='float64' is not a storage type: use one of float32, float16"):
+        embed.run(compose_cfg("embed", overrides(root, "simclr", "embed.dtype=float64")))
+    assert not (root / "data" / "embeddings").exists()
+    embed.run(compose_cfg("embed", overrides(root, "simclr", "embed.dtype=float16", "dataset.transfer=[]")))
+    half = root / "data" / "embeddings" / "simclr" / "shapes" / "train.parquet"
+    full = embedded_study / "data" / "embeddings" / "simclr" / "shapes" / "train.parquet"
+    assert half.stat().st_size < full.stat().st_size
+    assert "float16" in str(pq.read_schema(half))  # stored in half precision
+    a, b = read_embeddings(half), read_embeddings(full)
+    assert a.embedding.dtype == np.float32  # read back as float32
+    np.testing.assert_allclose(a.embedding, b.embedding, rtol=1e-3, atol=1e-3)

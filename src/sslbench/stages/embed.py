@@ -33,7 +33,7 @@ from sslbench.accel import resolve_device
 from sslbench.data.corruptions import CORRUPT_REBUILD
 from sslbench.embedding import embed_targets, plan_targets
 from sslbench.errors import UserError
-from sslbench.io import atomic_path, ensure_writable, sha256_file, write_embedding_manifest
+from sslbench.io import EMBED_DTYPES, atomic_path, ensure_writable, sha256_file, write_embedding_manifest
 from sslbench.models.encoder import ENCODER_FILE, load_encoder
 from sslbench.paths import require_method
 from sslbench.stages._entry import stage_main
@@ -46,6 +46,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     batch_size, num_workers = int(cfg.embed.batch_size), int(cfg.embed.num_workers)
     if batch_size < 1 or num_workers < 0:
         raise UserError(f"embed.batch_size must be >= 1 and embed.num_workers >= 0 (got {batch_size}, {num_workers})")
+    dtype = str(cfg.embed.dtype)
+    if dtype not in EMBED_DTYPES:
+        raise UserError(f"embed.dtype={dtype!r} is not a storage type: use one of {', '.join(EMBED_DTYPES)}")
     device = resolve_device(str(cfg.embed.device))
     data_root = Path(cfg.paths.data)
     model_dir = Path(cfg.paths.models) / method
@@ -75,7 +78,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_root = data_root / "embeddings" / method
     with atomic_path(out_root) as tmp, progress(total=total, unit="img", desc=f"embed {method}") as bar:
         rows = embed_targets(encoder, targets, tmp, method=method, encoder_sha256=sha, batch_size=batch_size,
-                             device=device, num_workers=num_workers, progress=bar)
+                             device=device, num_workers=num_workers, progress=bar, dtype=dtype)
         write_embedding_manifest(tmp)  # last: the sha256 of every table, on which evaluate@<method> depends
     seconds = time.perf_counter() - start
     log.info(
