@@ -181,7 +181,7 @@ def run(s: ProbeSettings, probe: LinearProbe | None = None) -> dict[str, Any]:
 
         bar.set_postfix_str("knn")
         pred = knn_predict(train.embedding, train.label, test.embedding, num_classes=num_classes, k=s.knn_k,
-                           temperature=s.knn_temperature)
+                           temperature=s.knn_temperature, device=device)
         metrics["knn/top1"] = accuracy(pred, test.label)
         metrics["knn/macro_acc"] = macro_accuracy(pred, test.label)
         bar.update()
