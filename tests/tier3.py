@@ -42,7 +42,7 @@ def tiny_params(methods: Mapping[str, Any]) -> dict[str, Any]:
     params["probe"]["linear"]["epochs"] = 5
     params["probe"]["knn"]["k"] = 10
     params["probe"]["semisup"].update(min_per_class=1)
-    params["probe"]["semisup"]["finetune"]["epochs"] = 1
+    params["probe"]["semisup"]["finetune"].update(epochs=1, min_steps=0)
     params["robustness"]["gradcam"]["n_images"] = 1
     params["ood"].update(knn_k=10, kmeans_clusters=4)
     return params

@@ -24,7 +24,8 @@ from tests.conftest import REPO
 from tests.stages.test_embed import compose_cfg, embedded_study  # noqa: F401  (the fixture, re-registered here)
 
 FAST = ["probe.linear.epochs=20", "probe.knn.k=5", "probe.semisup.min_per_class=1",
-        "probe.semisup.finetune.epochs=1", "probe.semisup.finetune.batch_size=32", "probe.n_samples=4"]
+        "probe.semisup.finetune.epochs=1", "probe.semisup.finetune.min_steps=0",
+        "probe.semisup.finetune.batch_size=32", "probe.n_samples=4"]
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +64,8 @@ def test_probe_reports_the_same_keys_for_deterministic_and_bayes_h(embedded_stud
                 "linear/top1_wd1e-05", "linear/top1_wd1e-06", "knn/top1", "knn/macro_acc",
                 "transfer/digits/top1", "transfer/digits/macro_acc"}
     for tag in ("1pct", "10pct"):
-        expected |= {f"semisup/{k}_{tag}" for k in ("linear_top1", "finetune_top1", "finetune_epochs", "n_labels")}
+        expected |= {f"semisup/{k}_{tag}" for k in ("linear_top1", "finetune_top1", "finetune_epochs", "finetune_steps",
+                                                      "n_labels")}
     assert set(m) == expected
     assert m["linear/top1"] == m[f"linear/top1_wd{m['linear/weight_decay']:.0e}"]
     assert m["semisup/n_labels_1pct"] == 10 and m["semisup/n_labels_10pct"] == 20  # fallback 1 / 2 per class
