@@ -3,13 +3,15 @@
     python benchmarks/calibrate.py simclr --steps 372 --every 124 [hydra overrides of the pretrain config ...]
     python benchmarks/calibrate.py simclr --steps 500 --total 1500 pretrain.views.min_scale=0.3
 
-Used to calibrate the embedded default (docs/calibration.md). The method is built exactly as the pretrain stage
-builds it (encoder spec, views, optimizer config, method hooks) but trained by a plain loop, without Lightning or
-checkpoints, so that the encoder can be probed mid-run: a scikit-learn logistic regression (C = 0.1) on the
-standardised downstream embeddings (what `embed` writes: mu for Bayes-H, backbone features otherwise) of the train
-split, scored on the val split (never test); the loss printed is the mean SSL loss of the steps since the last probe.
-Warm-up + cosine over `--total` steps (default `--steps`), SGD or AdamW as configured, lr scaled by batch / 256.
-Needs `dvc repro prepare` first.
+Used to calibrate the embedded default (docs/calibration.md). The method is built and trained exactly as the
+pretrain stage builds and trains it (encoder spec, views reseeded per step from `--seed` as the stage does from
+`study.seed`, method hooks, NHWC weights when `pretrain.channels_last`, and the stage's own optimizer and schedule,
+`SSLMethod.optimizer_and_schedule`: weight decay on weights only, warm-up over `optim.warmup_epochs` epochs, cosine
+decay over `--total` steps, default `--steps`), but by a plain loop, without Lightning or checkpoints, so that the
+encoder can be probed mid-run: a scikit-learn logistic regression (C = 0.1) on the standardised downstream
+embeddings (what `embed` writes: mu for Bayes-H, backbone features otherwise) of the train split, scored on the val
+split (never test); the loss printed is the mean SSL loss of the steps since the last probe. The online probe is not
+trained (it never reaches the encoder). Needs `dvc repro prepare` first.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from hydra import compose, initialize_config_module
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from sslbench.accel import prepare_module
 from sslbench.data.splits import open_split
-from sslbench.training.config import build_method, optim_config
+from sslbench.methods.base import NonFiniteLossError, OptimConfig
+from sslbench.training.config import build_method
 
 
 class _Clock:
@@ -45,6 +49,25 @@ def _patch_lightning_clock() -> None:
         lambda self: _Clock.step // _Clock.per_epoch)
 
 
+def warmup_steps(optim: OptimConfig, per_epoch: int, total: int) -> int:
+    """The stage's warm-up: `optim.warmup_epochs` epochs of `per_epoch` steps (at most `total` - 1)."""
+    return min(total - 1, int(optim.warmup_epochs * per_epoch))
+
+
+def attach_clock(module: Any, per_epoch: int, total: int) -> None:
+    """Give `module` what its schedules read from a Trainer: steps per epoch, planned steps, the step counter."""
+    _Clock.step, _Clock.per_epoch = 0, max(1, per_epoch)
+    _patch_lightning_clock()
+    module._trainer = SimpleNamespace(num_training_batches=_Clock.per_epoch, estimated_stepping_batches=total,
+                                      max_epochs=max(1, math.ceil(total / _Clock.per_epoch)), global_rank=0)
+
+
+def load_split(data: str, cfg: Any, split: str) -> tuple[torch.Tensor, np.ndarray]:
+    """All uint8 images (N, H, W, 3) and labels of a split of the prepared dataset."""
+    s = open_split(data, cfg.dataset.name, split)
+    return torch.from_numpy(np.array(s.images(slice(None)))), np.asarray(s.labels)
+
+
 def _features(module: Any, images: torch.Tensor) -> np.ndarray:
     module.eval()
     with torch.no_grad():
@@ -55,10 +78,12 @@ def _features(module: Any, images: torch.Tensor) -> np.ndarray:
     return out
 
 
-def probe(module: Any, train: tuple[torch.Tensor, np.ndarray], val: tuple[torch.Tensor, np.ndarray]) -> float:
+def probe(module: Any, train: tuple[torch.Tensor, np.ndarray], val: tuple[torch.Tensor, np.ndarray],
+          max_iter: int = 300) -> float:
+    """Val accuracy of a logistic regression (C = 0.1) on the standardised embeddings of `module.encoder`."""
     a, b = _features(module, train[0]), _features(module, val[0])
     scaler = StandardScaler().fit(a)
-    clf = LogisticRegression(max_iter=300, C=0.1).fit(scaler.transform(a), train[1])
+    clf = LogisticRegression(max_iter=max_iter, C=0.1).fit(scaler.transform(a), train[1])
     return float(clf.score(scaler.transform(b), val[1]))
 
 
@@ -75,46 +100,24 @@ def main() -> None:
         cfg = compose("pretrain", [f"method={args.method}", *overrides])
     torch.manual_seed(args.seed)
     batch = int(cfg.pretrain.batch_size)
-    optim = optim_config(cfg)
     module = build_method(cfg)
-    tr = open_split(args.data, cfg.dataset.name, cfg.dataset.train)
-    va = open_split(args.data, cfg.dataset.name, cfg.dataset.val)
-    train = (torch.from_numpy(np.array(tr.images(slice(None)))), tr.labels)
-    val = (torch.from_numpy(np.array(va.images(slice(None)))), va.labels)
+    module.view_seed = args.seed  # the stage's per-step reseeding of the augmentations (study.seed there)
+    prepare_module(module, channels_last=bool(cfg.pretrain.channels_last), compile_backend=None)
+    train, val = load_split(args.data, cfg, cfg.dataset.train), load_split(args.data, cfg, cfg.dataset.val)
     total = args.total or args.steps
-    _Clock.per_epoch = max(1, len(tr) // batch)
-    _patch_lightning_clock()
-    module._trainer = SimpleNamespace(num_training_batches=_Clock.per_epoch, estimated_stepping_batches=total)
-    params = [p for n, p in module.named_parameters() if not n.startswith("online_probe") and p.requires_grad]
-    lr = optim.lr * batch / 256
-    opt: torch.optim.Optimizer = (
-        torch.optim.SGD(params, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
-        if optim.name == "sgd" else torch.optim.AdamW(params, lr=lr, weight_decay=optim.weight_decay))
-    warmup = total // 6
+    per_epoch = len(train[1]) // batch
+    attach_clock(module, per_epoch, total)
+    opt, sched = module.optimizer_and_schedule(total, warmup_steps(module.optim, per_epoch, total))
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     losses: list[float] = []  # the SSL loss of each step since the last report (the report prints their mean)
     print(f"{args.method} step 0 probe {probe(module, train, val):.3f}", flush=True)
     while _Clock.step < args.steps:
-        order = rng.permutation(len(tr))
+        order = rng.permutation(len(train[1]))
         for k in range(0, len(order) - batch + 1, batch):
             idx = order[k : k + batch]
-            module.on_train_batch_start(None, _Clock.step)
-            with torch.no_grad():
-                views = module.views(train[0][idx].permute(0, 3, 1, 2).float().div(255))
-            out = module.loss_step(views, torch.from_numpy(train[1][idx]))
-            s = _Clock.step
-            progress = (s - warmup) / max(1, total - warmup)
-            factor = (s + 1) / (warmup + 1) if s < warmup else 0.5 * (1 + math.cos(math.pi * progress))
-            for group in opt.param_groups:
-                group["lr"] = lr * factor
-            opt.zero_grad()
-            out.loss.backward()
-            module.on_after_backward()
-            opt.step()
-            losses.append(out.loss.item())
-            module.on_train_batch_end(None, None, s)
-            _Clock.step += 1
+            loss = train_step(module, opt, sched, train[0][idx], torch.from_numpy(train[1][idx]))
+            losses.append(loss)
             if _Clock.step % args.every == 0 or _Clock.step == args.steps:
                 acc = probe(module, train, val)
                 print(f"{args.method} step {_Clock.step} loss {np.mean(losses):.3f} probe {acc:.3f} "
@@ -122,6 +125,27 @@ def main() -> None:
                 losses.clear()
             if _Clock.step >= args.steps:
                 break
+
+
+def train_step(module: Any, opt: torch.optim.Optimizer, sched: Any, images: torch.Tensor,
+               labels: torch.Tensor) -> float:
+    """One optimizer step of the stage on a uint8 batch (B, H, W, 3), in the order of Lightning's loop: views (after
+    the batch transfer), batch start hook, loss, backward, after-backward hook, step, scheduler step, batch end hook;
+    advances the clock. Returns the SSL loss (a non-finite one stops, as the stage does)."""
+    s = _Clock.step
+    views, labels = module.on_after_batch_transfer((images, labels), 0)
+    module.on_train_batch_start(None, s)
+    out = module.loss_step(views, labels)
+    if not torch.isfinite(out.loss):
+        raise NonFiniteLossError(f"non-finite SSL loss {out.loss.item()} at step {s}")
+    opt.zero_grad()
+    out.loss.backward()
+    module.on_after_backward()
+    opt.step()
+    sched.step()
+    module.on_train_batch_end(None, None, s)
+    _Clock.step += 1
+    return float(out.loss.item())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ BatchNorm without affine: biased variance + 1e-5), C = z~1^T z~2 / B (D, D), and
 
 Multi-process: the statistics and C are those of the whole global batch: both projections are gathered from every
 rank with gradients and every rank computes the same loss (no division by the world size: see `methods.dist`).
+The loss is numerically lightly's `BarlowTwinsLoss` (github.com/lightly-ai/lightly; both standardise with a batch norm
+without affine). The projector of the method config has one hidden layer (the paper's has two, as lightly's
+`BarlowTwinsProjectionHead`); its output layer has no bias, as the reference's, which the standardisation would
+cancel anyway (docs/parity.md).
 """
 
 from __future__ import annotations

@@ -145,35 +145,55 @@ class SSLMethod(L.LightningModule):
         return out.loss + probe_loss
 
     def configure_optimizers(self) -> Any:
-        probe = set(self.online_probe.parameters())
-        params = [p for p in self.parameters() if p.requires_grad and p not in probe]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]  # biases and norm parameters
-        lr = self.optim.lr * self.batch_size / 256
-        groups: list[dict[str, Any]] = [
-            {"params": decay, "weight_decay": self.optim.weight_decay, "lr": lr},
-            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
-            {"params": list(self.online_probe.parameters()), "weight_decay": 0.0, "lr": self.optim.probe_lr},
-        ]
-        opt: torch.optim.Optimizer
-        if self.optim.name == "sgd":
-            # not fused: PyTorch's fused SGD (2.14) fails when a parameter gets its first gradient after the first
-            # step (SwAV's prototypes, frozen for the first epoch): it builds momentum buffers for all or none
-            opt = torch.optim.SGD(groups, lr=lr, momentum=self.optim.momentum)
-        else:
-            # PyTorch's fused kernel (one call per parameter group, not a loop over tensors) where it exists: the
-            # AdamW step over Barlow Twins' 18 tensors took 0.56 ms against 1.9 ms on this CPU
-            fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
-            opt = torch.optim.AdamW(groups, lr=lr, fused=fused or None)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(total - 1, int(self.optim.warmup_epochs * total / max(1, self.trainer.max_epochs or 1)))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        # the probe keeps a constant rate: it must track the moving features, not anneal with them
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor, factor, lambda _: 1.0])
+        opt, sched = self.optimizer_and_schedule(total, warmup)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def optimizer_and_schedule(
+        self, total: int, warmup: int
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """The stage's optimizer and per-step schedule for `total` steps with `warmup` warm-up steps (the pretrain
+        stage passes one epoch's steps times `optim.warmup_epochs`); benchmarks that train without a Trainer call
+        this to train as the stage does."""
+        probe = set(self.online_probe.parameters())
+        params = [p for p in self.parameters() if p.requires_grad and p not in probe]
+        return build_optimizer(params, list(self.online_probe.parameters()), self.optim, self.batch_size, total,
+                               warmup)
+
+
+def build_optimizer(
+    params: list[nn.Parameter], probe_params: list[nn.Parameter], optim: OptimConfig, batch_size: int, total: int,
+    warmup: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD or AdamW over `params` (weight decay on weights, none on biases and norm parameters; rate
+    `optim.lr * batch_size / 256`) with linear warm-up over `warmup` steps then cosine decay to 0 at `total`, per
+    step; `probe_params` (the online probe) get their own constant rate `optim.probe_lr` and no weight decay."""
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]  # biases and norm parameters
+    lr = optim.lr * batch_size / 256
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": optim.weight_decay, "lr": lr},
+        {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+        {"params": probe_params, "weight_decay": 0.0, "lr": optim.probe_lr},
+    ]
+    opt: torch.optim.Optimizer
+    if optim.name == "sgd":
+        # not fused: PyTorch's fused SGD (2.14) fails when a parameter gets its first gradient after the first
+        # step (SwAV's prototypes, frozen for the first epoch): it builds momentum buffers for all or none
+        opt = torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
+    else:
+        # PyTorch's fused kernel (one call per parameter group, not a loop over tensors) where it exists: the
+        # AdamW step over Barlow Twins' 18 tensors took 0.56 ms against 1.9 ms on this CPU
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
+        opt = torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    # the probe keeps a constant rate: it must track the moving features, not anneal with them
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor, factor, lambda _: 1.0])
+    return opt, sched

@@ -8,6 +8,10 @@ z' = g_xi(f_xi(v')) (paper Eq. 2, symmetrised in Eq. 5):
 
 and between steps xi <- tau xi + (1 - tau) theta, tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2 (tau_base 0.99).
 Per-sample loss and no negatives: no cross-rank gather needed.
+Loss scale: the sum over both directions of 2 - 2 cos, as the paper's L + L~; lightly's examples
+(github.com/lightly-ai/lightly) train on 0.5 (-cos(q1, z'2) - cos(q2, z'1)), the same minimiser with a quarter of the
+gradient, so at the same SGD rate lightly's steps are 4x smaller (docs/parity.md). Its `update_momentum` averages
+parameters only; here BN buffers are copied too (the target runs in training mode, so neither uses them in the loss).
 """
 
 from __future__ import annotations

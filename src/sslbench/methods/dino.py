@@ -12,6 +12,15 @@ Head (the paper's): a 3-layer MLP (GELU, hidden 2048, bottleneck 256), l2 normal
 linear layer to K = 65536 with its norm fixed to 1 (`norm_last_layer=True`), i.e. cosine scores against K unit
 vectors; the last layer is frozen during the first epoch. Optimiser AdamW (lr 5e-4 · batch/256).
 Deviation: weight decay stays constant (the paper ramps it 0.04 -> 0.4), as `SSLMethod` has one optimiser recipe.
+Deviation: τ_t is warmed up continuously, per step (fractional epochs); the reference code (facebookresearch/dino
+`DINOLoss`, `np.linspace(0.04, 0.07, E)` indexed by epoch) and lightly's `DINOLoss(epoch=...)` hold it for a whole
+epoch, a staircase whose E steps include both ends, so it reaches 0.07 in epoch E - 1; ours reaches it at the end of
+epoch E. At the CPU default's E = 3: 0.04 / 0.055 / 0.07 per epoch there, 0.04 -> 0.07 linearly over 3 epochs here.
+Sizes: the method config's are the CPU default's, not the paper's: head 512-128 -> K = 1024 (paper 2048-256 ->
+65536), EMA base 0.99 (paper 0.996 for ViTs and for its ResNet-50 run, whose command also takes SGD at lr 0.03,
+wd 1e-4 and global crops (0.14, 1) where the default here keeps AdamW as for ViTs). lightly's example head is
+512-64 -> 2048 and its example teacher head is a separately initialised head; `benchmarks/parity.py` starts lightly's
+teacher from the student's weights, as the reference does and as here (docs/parity.md).
 Multi-GPU: the centre averages the teacher outputs of every rank (all-reduce), as in the reference code.
 The encoder saved downstream is the student's (the online probe trains on it too).
 """

@@ -7,6 +7,9 @@ With p_i = h(f(x_i)), z_i = f(x_i) and D(p, z) = -cos(p, stopgrad(z)), the symme
 
 No negatives and no batch statistics in the loss, so no cross-rank gather is needed (BN statistics are synchronised
 by the stage's SyncBatchNorm when several processes train).
+The projector has 2 layers (the paper's CIFAR variant, App. D); lightly's `SimSiamProjectionHead`
+(github.com/lightly-ai/lightly) has the ImageNet one's 3. The loss is lightly's `NegativeCosineSimilarity`, halved
+and symmetrised as here (docs/parity.md).
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ sphere before every step and kept frozen for the first iterations (`freeze_proto
 Multi-GPU: the Sinkhorn sums run over the whole global batch (all-reduced across ranks), as in the reference.
 Deviation: no feature queue (the paper adds one only for small batches on ImageNet; here the default batch of 256
 over a 10-class set needs none, and a queue would make the loss depend on past steps).
+Prototypes: a linear layer without bias, as the reference's `nn.Linear(output_dim, nmb_prototypes, bias=False)`, so
+the scores are cosines in [-1, 1]; lightly's `SwaVPrototypes` (github.com/lightly-ai/lightly) gives each prototype a
+learned bias, which its re-normalisation (of the weights only) leaves free, so its scores are not cosines. The swapped
+loss itself (codes of the global crops, every other crop predicting them, averaged over V - 1 crops) matches lightly's
+`SwaVLoss`; side-by-side learning curves are in docs/parity.md (`benchmarks/parity.py`).
 """
 
 from __future__ import annotations

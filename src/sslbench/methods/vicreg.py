@@ -10,6 +10,8 @@ For embeddings z1, z2 (B, D) of two views (paper Sec. 3, Eq. 1-6):
 
 Multi-process: variance and covariance are statistics of the global batch, computed on both embeddings gathered from
 every rank with gradients; every rank computes the same loss (see `methods.dist`).
+The loss is numerically lightly's `VICRegLoss` (github.com/lightly-ai/lightly): same terms, weights, eps and unbiased
+covariance. The expander of the method config has 2 layers (the paper's 3; lightly's example uses 2) (docs/parity.md).
 """
 
 from __future__ import annotations
