@@ -8,8 +8,11 @@ folder holding a tiny copy of every dataset the preset names, in each dataset's 
 headers say), and the published preset's weights files are random networks saved in each publisher's layout. Then
 `dvc repro` must run to the end: the report is written and every output dvc.yaml declares exists.
 
-Slow (about the preset's number of methods times three stages, each a Python start-up); run one with
-    .venv/bin/pytest -q -m slow tests/presets/test_rehearsal.py -k tinyimagenet
+By default (the test suite, CI) each preset keeps the methods of `REHEARSED` (its supervised reference and the
+methods whose recipes stress the pipeline most: multi-crop, Bayes-H, DISSL's widened ResNet-50), since a stage costs
+a Python start-up and a preset's 12-15 methods take 45-60 minutes on 2 cores. `SSLBENCH_REHEARSE=all` keeps every
+method of the preset (docs/pipeline.md, "Rehearsing a preset"):
+    SSLBENCH_REHEARSE=all .venv/bin/pytest -q tests/presets/test_rehearsal.py -k tinyimagenet
 """
 
 from __future__ import annotations
@@ -67,9 +70,27 @@ def write_raw(raw: Path, dataset: str) -> None:
         F.write_imagenet_c(raw / "ImageNet-C", raw / "imagenet", [CORRUPTION], severities(dataset))
 
 
-def shrunk(preset: dict[str, Any], raw: Path) -> dict[str, Any]:
-    """The preset with tiny counts, epochs and batch sizes on one CPU process; everything else as it is."""
+# the methods each preset keeps in the default rehearsal (all of them with SSLBENCH_REHEARSE=all)
+REHEARSED = {
+    "cifar10": ("supervised", "dino", "barlow_twins_bayes_h"),
+    "tinyimagenet": ("supervised", "dissl"),
+    "imagenet": ("supervised", "swav"),
+    "imagenet_published": ("supervised", "dino_vits16", "dissl_d8192_e100_m2"),
+}
+
+
+def rehearsed_methods(preset: str, methods: dict[str, Any]) -> dict[str, Any]:
+    if os.environ.get("SSLBENCH_REHEARSE") == "all":
+        return methods
+    assert set(REHEARSED[preset]) <= set(methods), f"{preset}: rehearsed methods not in the preset"
+    return {name: entry for name, entry in methods.items() if name in REHEARSED[preset]}
+
+
+def shrunk(preset: dict[str, Any], raw: Path, name: str) -> dict[str, Any]:
+    """The preset with tiny counts, epochs and batch sizes on one CPU process, and the methods that the rehearsal
+    keeps; everything else as it is."""
     p = json.loads(json.dumps(preset))
+    p["methods"] = rehearsed_methods(name, p["methods"])
     p["prepare"].update(root=str(raw), download=False)
     levels = severities(p["study"]["dataset"])
     p["corrupt"].update(corruptions=CORRUPTION, severities=levels if len(levels) > 1 else levels[0], n_images="all",
@@ -144,7 +165,7 @@ def test_preset_runs_end_to_end(preset: str, tmp_path: Path) -> None:
     params = yaml.safe_load((REPO / "presets" / f"{preset}.yaml").read_text())
     raw = tmp_path / "raw"
     write_raw(raw, params["study"]["dataset"])
-    params = shrunk(params, raw)
+    params = shrunk(params, raw, preset)
     repo = copy_repo(tmp_path / "repo", params)
     if preset == "imagenet_published":  # after the commit: the weights files stay out of git
         write_weights(repo, params["methods"])

@@ -599,10 +599,10 @@ def finetune_note(methods: Sequence[str], probe: PerMethod) -> str:
     text = "**Fine-tuning vs the linear probe.** " + " ".join(lines)
     if any("; not for" in line for line in lines):
         text += (" Where fine-tuning stays below, it is the budget, not the method: the whole backbone is trained from "
-                 "a few dozen or hundred labelled images, without augmentation, with the protocol's small learning "
-                 "rates (backbone 1e-4, head 1e-3) for the steps shown, whereas the linear probe on the frozen "
-                 "embeddings runs to convergence (100 epochs). The protocol's 50 epochs over 1 % / 10 % of ImageNet "
-                 "are thousands of steps; `probe.semisup.finetune.min_steps` sets this study's.")
+                 "a few dozen or hundred labelled images, without augmentation, for the steps shown, whereas the "
+                 "linear probe on the frozen embeddings runs to convergence (100 epochs). The protocol's 50 epochs "
+                 "over 1 % / 10 % of ImageNet are thousands of steps; `probe.semisup.finetune.min_steps` sets this "
+                 "study's (docs/protocols.md).")
     return text
 
 
