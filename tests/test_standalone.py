@@ -2,7 +2,8 @@
 
 A user has the repository and nothing else: no development notes, issue tracker or work logs. So no file a user
 reads may point at them: no development sessions, rounds or issue numbers, no notes that are not in the repository
-(`REFERENCE.md`, `DESIGN.md`, `STYLE.md`, `CHECKPOINTS.md`, `../shared/`, `seeds/`, section signs of those notes),
+(the developers' reference, design, style and checkpoint notes, their shared folder and seed codebases, section
+signs of those notes),
 no "seed" meaning an original codebase, no "README, \"Section\"" cross-references (the README is a first screen;
 reference material lives in docs/), no numbered calibration items (docs/calibration.md is dated instead). Facts
 from those sources are written out with a citation of the original paper or repository instead.
@@ -37,8 +38,8 @@ FORBIDDEN = re.compile(
             r"\bissues? #?\d",
             r"\b(?:development )?rounds? \d",
             # notes that only the developers have
-            # in capitals only (docs/design.md is a page of this repository): "DESIGN.md", "REFERENCE §2.1", but
-            # neither the constant REFERENCE_SIGN nor REFERENCES
+            # the notes' names in capitals only (a docs page of this repository may share one in lower case), and
+            # not a constant such as REFERENCE_SIGN nor the word REFERENCES
             r"(?-i:\b(?:REFERENCE|DESIGN|STYLE|CHECKPOINTS)\b)",
             r"§ ?\d",
             r"\.\./shared\b",
