@@ -5,7 +5,7 @@ import torch
 
 from sslbench.data.views import symmetric_views
 from sslbench.errors import UserError
-from sslbench.methods.base import LossOutput, NonFiniteLossError, OptimConfig, SSLMethod
+from sslbench.methods.base import LossOutput, NonFiniteLossError, OptimConfig, SSLMethod, reseed_views
 from sslbench.models.encoder import EncoderSpec
 
 
@@ -13,6 +13,12 @@ class _Broken(SSLMethod):
     def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
         h = self.encoder.features(views[0])
         return LossOutput(h.sum() * float("nan"), h, {"term": torch.tensor(float("inf"))})
+
+
+class _Fine(SSLMethod):
+    def loss_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> LossOutput:
+        h = self.encoder.features(views[0])
+        return LossOutput(h.pow(2).mean(), h, {"term": h.mean()})
 
 
 def _method(cls: type[SSLMethod] = _Broken) -> SSLMethod:
@@ -41,6 +47,29 @@ def test_views_are_reseeded_per_step_and_rank() -> None:
     assert a[0].shape == (3, 3, 32, 32) and a[0].dtype == torch.float32
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], d[0])
+
+
+def test_reseed_views_draws_what_torch_manual_seed_draws_on_cpu() -> None:
+    torch.manual_seed(123)
+    want = torch.rand(5), torch.randperm(4)
+    torch.manual_seed(0)
+    reseed_views(123, torch.device("cpu"))
+    got = torch.rand(5), torch.randperm(4)
+    assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+
+
+@pytest.mark.parametrize(("every", "logged"), [(1, list(range(6))), (3, [0, 2, 5])])
+def test_self_log_runs_only_on_the_steps_a_logger_writes(every: int, logged: list[int],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _method(_Fine)
+    calls: list[int] = []
+    monkeypatch.setattr(model, "log", lambda *a, **k: calls.append(model.global_step))
+    views = [torch.rand(2, 3, 32, 32)]
+    for step in range(6):
+        model._trainer = SimpleNamespace(global_step=step, log_every_n_steps=every)  # type: ignore[assignment]
+        model.training_step((views, torch.zeros(2, dtype=torch.long)), step)
+        assert set(model.step_metrics) == {"ssl_loss", "online_top1"}  # the curves' values, every step
+    assert sorted(set(calls)) == logged
 
 
 def test_optim_config_validation() -> None:
