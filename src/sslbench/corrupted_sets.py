@@ -147,7 +147,8 @@ def locate_cifar10_c(
     return built
 
 
-def _test_paths(test: SplitSource) -> list[str]:
+def test_paths(test: SplitSource) -> list[str]:
+    """The relative paths of an index-form split (`index.csv`), in row order."""
     index_csv = test.directory / "index.csv"
     if not index_csv.is_file():
         raise UserError(
@@ -167,7 +168,7 @@ def locate_imagenet_c(
     of the study's images, to which the SSIM's clean views are resized like ImageNet-C's."""
     family.update(name="ImageNet-C", constants="imagenet_c", root=str(root))
     size = int(test.meta.get("image_size", image_size))
-    paths = _test_paths(test)
+    paths = test_paths(test)
     pairs = [(c, s) for c in corruption_names for s in severities]
     rows = {p: C.imagenet_c_rows(root, *p, index, paths, test.labels, test.classes) for p in pairs}  # checks first
     test_root = Path(test.meta["root"])

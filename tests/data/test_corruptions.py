@@ -219,3 +219,18 @@ def test_family_meta_without_a_manifest_is_refused(tmp_path: Path) -> None:
     write_json(root / "meta.json", {"corruptions": ["fog"], "severities": [1], "index": [0]})
     with pytest.raises(UserError, match=r"meta.json has no `sha256` manifest.*run `dvc repro corrupt`"):
         C.read_corrupted_meta(tmp_path, "shapes")
+
+
+def test_robustbench_list_is_the_setting_or_an_installed_packages_copy(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "site" / "robustbench"
+    (package / "helper_files").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('found without being imported')\n")
+    (package / "helper_files" / "imagenet_test_image_ids.txt").write_text("n01440764/ILSVRC2012_val_00000001.JPEG")
+    with pytest.raises(UserError, match=r"no installed robustbench package holds it: set corrupt.subset_list"):
+        C.robustbench_list("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert C.robustbench_list("") == package / "helper_files" / "imagenet_test_image_ids.txt"
+    own = tmp_path / "ids.txt"
+    own.write_text("")
+    assert C.robustbench_list(str(own)) == own  # the setting wins

@@ -188,9 +188,10 @@ def test_preset_runs_end_to_end(preset: str, tmp_path: Path) -> None:
     headline = json.loads((repo / "reports" / "headline.json").read_text())
     assert list(headline) == list(params["methods"])
     assert would_run(repo) == set()
-    # the per-method plots render, a not-applicable ROC table (no near-OOD group) included
+    # every plot renders: the per-method ones, the report's tables across methods (reports/figures/data) and the
+    # training logs, a not-applicable ROC table (no near-OOD group: a header without rows) included
     shown = json.loads(subprocess.run(["dvc", "plots", "show", "--json"], cwd=repo, env=env(), capture_output=True,
                                       text=True, check=True).stdout)
-    errors = {name for name, plots in shown["data"].items() for plot in plots if plot.get("errors")
-              and name.startswith(("reports/ood/plots/", "reports/robustness/plots/"))}
+    errors = {name for name, plots in shown["data"].items() for plot in plots if plot.get("errors")}
     assert not errors, errors
+    assert {"reports/figures/data/roc_near.csv", "reports/figures/data/roc_far.csv"} <= set(shown["data"])

@@ -15,7 +15,7 @@ import pytest
 from sslbench.data import corruptions as C
 from sslbench.data.splits import write_index
 from sslbench.errors import UserError
-from sslbench.io import read_split, split_dir, write_split
+from sslbench.io import read_split, sha256_file, split_dir, write_split
 from sslbench.stages import corrupt
 
 
@@ -137,13 +137,15 @@ def test_cifar10_c_is_located_in_its_real_layout(compose, tmp_path: Path) -> Non
         corrupt.run(compose("corrupt", [*base, "corrupt.corruptions=[fog,snow]"]))
 
 
-def test_imagenet_c_is_located_in_its_real_layout(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _imagenet_with_c(tmp_path: Path, n: int = 4) -> tuple[Path, Path]:
+    """ImageNet validation images `val/<wnid>/ILSVRC2012_val_<k>.JPEG` (k = 1..n) prepared as the test split, and
+    their ImageNet-C gaussian_noise at severities 1 and 3; returns (data folder, ImageNet-C root)."""
     from PIL import Image
 
     data, imagenet, inc = tmp_path / "data", tmp_path / "imagenet", tmp_path / "ImageNet-C"
     wnids = ["n01440764", "n01443537"]
     rows, rng = [], np.random.default_rng(0)
-    for k in range(4):
+    for k in range(n):
         wnid, name = wnids[k % 2], f"ILSVRC2012_val_{k + 1:08d}.JPEG"
         path = imagenet / "val" / wnid / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +156,11 @@ def test_imagenet_c_is_located_in_its_real_layout(compose, tmp_path: Path) -> No
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)).save(target)
     write_index(split_dir(data, "imagenet", "test"), rows, {"root": str(imagenet), "classes": wnids, "image_size": 32})
+    return data, inc
+
+
+def test_imagenet_c_is_located_in_its_real_layout(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, inc = _imagenet_with_c(tmp_path)
     base = _overrides(data, tmp_path / "r", "dataset=imagenet", "corrupt.corruptions=gaussian_noise",
                       "corrupt.severities=[1,3]", "corrupt.n_images=all", f"corrupt.root={inc}")
     assert corrupt.run(compose("corrupt", base))["name"] == "ImageNet-C"
@@ -166,6 +173,41 @@ def test_imagenet_c_is_located_in_its_real_layout(compose, tmp_path: Path) -> No
         assert [r["severity"] for r in csv.DictReader(fh)] == ["1", "3"]
     with pytest.raises(UserError, match=r"ImageNet-C not found: .*gaussian_noise/1 is missing.*<wnid>"):
         corrupt.run(compose("corrupt", [*base, f"corrupt.root={tmp_path / 'nowhere'}"]))
+
+
+def test_robustbench_subset_takes_its_listed_images_in_list_order(compose, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`corrupt.subset=robustbench`: the images RobustBench evaluates ImageNet-C on, read from its list
+    (`<wnid>/<file name>` per line, no final newline in the published file), the first `n_images` of it."""
+    data, inc = _imagenet_with_c(tmp_path, n=6)
+    listed = tmp_path / "imagenet_test_image_ids.txt"
+    listed.write_text("n01443537/ILSVRC2012_val_00000006.JPEG\nn01440764/ILSVRC2012_val_00000003.JPEG\n"
+                      "n01443537/ILSVRC2012_val_00000002.JPEG")
+    base = _overrides(data, tmp_path / "r", "dataset=imagenet", "corrupt.corruptions=gaussian_noise",
+                      "corrupt.severities=3", f"corrupt.root={inc}", "corrupt.subset=robustbench",
+                      f"corrupt.subset_list={listed}")
+    assert corrupt.run(compose("corrupt", [*base, "corrupt.n_images=all"]))["n_images"] == 3
+    assert C.open_corrupted(data, "imagenet", "gaussian_noise", 3).meta["index"] == [1, 2, 5]
+    family = json.loads((data / "corrupted" / "imagenet" / "meta.json").read_text())
+    assert family["subset"] == {"name": "robustbench", "list": str(listed), "sha256": sha256_file(listed)}
+    corrupt.run(compose("corrupt", [*base, "corrupt.n_images=2"]))  # the first two of the list, as RobustBench
+    assert C.open_corrupted(data, "imagenet", "gaussian_noise", 3).meta["index"] == [2, 5]
+
+    listed.write_text("n01440764/ILSVRC2012_val_00000003.JPEG\nn01440764/ILSVRC2012_val_00000099.JPEG\n")
+    with pytest.raises(UserError, match=r"1 of the 2 images .*ILSVRC2012_val_00000099.JPEG.* not in the test split"):
+        corrupt.run(compose("corrupt", [*base, "corrupt.n_images=all"]))
+    with pytest.raises(UserError, match=r"corrupt.subset_list .*missing.*imagenet_test_image_ids.txt"):
+        corrupt.run(compose("corrupt", [*base, f"corrupt.subset_list={tmp_path / 'absent.txt'}"]))
+
+
+def test_robustbench_subset_needs_an_imagenet_test_split(compose, tiny_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = _study(tiny_data, tmp_path)
+    listed = tmp_path / "ids.txt"
+    listed.write_text("n01440764/ILSVRC2012_val_00000001.JPEG")
+    cfg = compose("corrupt", _overrides(data, tmp_path / "r", "corrupt.subset=robustbench",
+                                        f"corrupt.subset_list={listed}"))
+    with pytest.raises(UserError, match=r"corrupt.subset=robustbench .*ImageNet validation"):
+        corrupt.run(cfg)
+    assert not (data / "corrupted").exists()
 
 
 def test_a_failed_run_leaves_nothing(compose, tiny_data: Path, tmp_path: Path,  # type: ignore[no-untyped-def]

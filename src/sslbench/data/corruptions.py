@@ -121,6 +121,49 @@ def image_seed(seed: int, corruption: str, severity: int, index: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0])
 
 
+SUBSETS = ("first", "random", "robustbench")
+ROBUSTBENCH_HELP = (
+    "RobustBench's list of the 5,000 ImageNet validation images it evaluates ImageNet-C on, "
+    "`robustbench/helper_files/imagenet_test_image_ids.txt` (github.com/RobustBench/robustbench; also installed by "
+    "`pip install robustbench`)"
+)
+
+
+def robustbench_list(configured: str) -> Path:
+    """The image list of `corrupt.subset=robustbench`: the file `configured`, or when it is "" the copy inside an
+    installed `robustbench` package (found without importing it). `UserError` naming the fix when neither exists."""
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise UserError(f"corrupt.subset_list {path} is missing: point it at {ROBUSTBENCH_HELP}")
+        return path
+    import importlib.util
+
+    spec = importlib.util.find_spec("robustbench")
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / "helper_files" / "imagenet_test_image_ids.txt"
+        if path.is_file():
+            return path
+    raise UserError(f"corrupt.subset=robustbench needs {ROBUSTBENCH_HELP}; no installed robustbench package holds "
+                    "it: set corrupt.subset_list=<path of that file>")
+
+
+def select_listed(test_paths: Sequence[str], listed: Path, n_images: int | None) -> np.ndarray:
+    """Sorted rows of the test images named in `listed` (lines `<wnid>/<file name>`, matched by file name), the
+    first `n_images` lines of it (all when None), as RobustBench takes the first N of its list."""
+    names = [Path(line.strip()).name for line in listed.read_text().splitlines() if line.strip()]
+    wanted = names if n_images is None else names[:n_images]
+    row_of = {Path(p).name: i for i, p in enumerate(test_paths)}
+    missing = [name for name in wanted if name not in row_of]
+    if missing:
+        raise UserError(
+            f"{len(missing)} of the {len(wanted)} images of {listed} ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}) are not in the test split: the list names ImageNet validation "
+            "images, which must be the study's test split (dataset=imagenet, the full validation set)"
+        )
+    return np.sort(np.fromiter((row_of[name] for name in wanted), np.int64, len(wanted)))
+
+
 def select_indices(n_total: int, n_images: int | None, subset: str, seed: int) -> np.ndarray:
     """Sorted source indices of the images to corrupt: all (`n_images` None), the first N, or N drawn at random.
 

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 
-from sslbench.corrupted_sets import generate_sets, locate_cifar10_c, locate_imagenet_c
+from sslbench.corrupted_sets import generate_sets, locate_cifar10_c, locate_imagenet_c, test_paths
 from sslbench.data import corruptions as C
 from sslbench.data.splits import SplitSource, open_split
 from sslbench.errors import UserError, unknown_choice
-from sslbench.io import atomic_path, ensure_writable, write_text
+from sslbench.io import atomic_path, ensure_writable, sha256_file, write_text
 from sslbench.report.panels import corruption_grid, ssim_table_figure
 from sslbench.stages._entry import stage_main
 
@@ -53,8 +53,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     corruption_names = C.resolve_corruptions(_spec(c.corruptions))
     severities = C.resolve_severities(_spec(c.severities))
     n_images = _n_images(c.n_images)
-    if c.subset not in ("first", "random"):
-        raise unknown_choice("corrupt.subset", c.subset, ("first", "random"))
+    if c.subset not in C.SUBSETS:
+        raise unknown_choice("corrupt.subset", c.subset, C.SUBSETS)
     if int(c.workers) < 1:
         raise UserError(f"corrupt.workers must be >= 1, got {c.workers}")
     if int(c.min_size) < C.MIN_SIZE:
@@ -70,7 +70,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     reports = Path(cfg.paths.reports) / "corrupt"
     ensure_writable(C.corrupted_root(data_root, dataset), reports / "ssim.csv")
     test = open_split(data_root, dataset, str(cfg.dataset.test))
-    index = C.select_indices(len(test), n_images, str(c.subset), seed)
+    subset = _listed_subset(test, str(c.subset_list), n_images) if c.subset == "robustbench" else None
+    index = subset[0] if subset else C.select_indices(len(test), n_images, str(c.subset), seed)
     raw_root = located_root(cfg)
 
     if source_kind == "generate" and len(index):
@@ -87,6 +88,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": seed,
         "classes": test.classes,
     }
+    if subset:
+        family["subset"] = subset[1]
     with _removed_on_failure(C.corrupted_root(data_root, dataset).parent), \
             atomic_path(C.corrupted_root(data_root, dataset)) as tmp:
         tmp.mkdir()
@@ -115,6 +118,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     return {"name": family["name"], "sets": n_sets, "n_images": len(index), "seconds": seconds,
             "images_per_s": rate}
+
+
+def _listed_subset(test: SplitSource, configured: str, n_images: int | None) -> tuple[np.ndarray, dict[str, str]]:
+    """RobustBench's ImageNet-C protocol: the test rows of its 5,000 listed validation images (the first
+    `n_images`), and what the family's meta.json records of the list."""
+    if not (test.directory / "index.csv").is_file():
+        raise UserError(f"corrupt.subset=robustbench names ImageNet validation images, but the test split "
+                        f"{test.directory} is not an ImageNet one (no index.csv of image paths): use it with "
+                        "dataset=imagenet, or corrupt.subset=random")
+    listed = C.robustbench_list(configured)
+    index = C.select_listed(test_paths(test), listed, n_images)
+    return index, {"name": "robustbench", "list": str(listed), "sha256": sha256_file(listed)}
 
 
 LOCATED_FOLDERS = {"imagenet_c": "ImageNet-C", "cifar10_c": "CIFAR-10-C"}
