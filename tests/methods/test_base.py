@@ -5,7 +5,14 @@ import torch
 
 from sslbench.data.views import symmetric_views
 from sslbench.errors import UserError
-from sslbench.methods.base import LossOutput, NonFiniteLossError, OptimConfig, SSLMethod, reseed_views
+from sslbench.methods.base import (
+    LossOutput,
+    NonFiniteLossError,
+    OptimConfig,
+    SSLMethod,
+    build_optimizer,
+    reseed_views,
+)
 from sslbench.models.encoder import EncoderSpec
 
 
@@ -74,7 +81,7 @@ def test_self_log_runs_only_on_the_steps_a_logger_writes(every: int, logged: lis
 
 def test_optim_config_validation() -> None:
     with pytest.raises(UserError, match="optim.name"):
-        OptimConfig(name="lars")
+        OptimConfig(name="lamb")
     with pytest.raises(UserError, match="lr > 0"):
         OptimConfig(lr=0.0)
 
@@ -92,7 +99,7 @@ class _LateHead(SSLMethod):
         return LossOutput(loss, h, {})
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw"])
+@pytest.mark.parametrize("name", ["sgd", "lars", "adamw"])
 def test_optimizer_steps_a_parameter_whose_first_gradient_comes_late(name: str) -> None:
     model = _LateHead(encoder=EncoderSpec(), views=symmetric_views(n_views=2), num_classes=3,
                       optim=OptimConfig(name=name, lr=0.1), batch_size=4)
@@ -111,3 +118,23 @@ def test_optimizer_steps_a_parameter_whose_first_gradient_comes_late(name: str) 
         if step == 0:
             assert torch.equal(model.late.weight, before)
     assert not torch.equal(model.late.weight, before)
+
+
+def test_lars_steps_each_weight_by_its_trust_ratio_and_the_rest_by_plain_sgd() -> None:
+    """LARS: a weight tensor moves by ~lr * eta * |w| whatever its gradient's scale; biases (no weight decay) take
+    plain SGD steps, as in SimCLR's and Barlow Twins' LARS."""
+    steps = []
+    for scale in (1.0, 1000.0):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(8, 4)
+        optim = OptimConfig(name="lars", lr=0.256, weight_decay=1e-6, momentum=0.9, trust_coefficient=1e-3)
+        opt, _ = build_optimizer(list(layer.parameters()), [], optim, batch_size=256, total=10, warmup=0)
+        before = [p.detach().clone() for p in layer.parameters()]
+        (scale * layer(torch.randn(16, 8)).square().mean()).backward()
+        grads = [p.grad.clone() for p in layer.parameters()]  # type: ignore[union-attr]
+        opt.step()
+        steps.append([(p.detach() - b) for p, b in zip(layer.parameters(), before, strict=True)])
+        weight, bias = steps[-1]
+        assert torch.allclose(weight.norm(), 0.256 * 1e-3 * before[0].norm(), rtol=1e-4)
+        assert torch.allclose(bias, -0.256 * grads[1], rtol=1e-5)
+    assert torch.allclose(steps[0][0], steps[1][0], rtol=1e-4)  # the weight's step ignores the gradient's scale

@@ -87,6 +87,21 @@ def test_preset_passes_the_check_every_stage_runs(path: Path) -> None:
     check_params(yaml.safe_load(path.read_text()), path.name)
 
 
+@pytest.mark.parametrize(("preset", "eta"), [
+    ("cifar10", {"simclr": 1e-3, "byol": 0.02, "swav": 0.02}),  # SimCLR's LARS; solo-learn's eta 0.02
+    ("imagenet", dict.fromkeys(["simclr", "byol", "barlow_twins", "swav", "vicreg", "barlow_twins_bayes_h",
+                                "barlow_twins_bayes_z", "vicreg_bayes_h", "vicreg_bayes_z"], 1e-3)),
+])
+def test_the_sources_that_train_with_lars_get_lars(preset: str, eta: dict[str, float]) -> None:
+    params = yaml.safe_load((ROOT / "presets" / f"{preset}.yaml").read_text())
+    for method in params["methods"]:
+        optim = pretrain.optim_config(_composed(preset, method))
+        if method in eta:
+            assert optim.name == "lars" and optim.trust_coefficient == eta[method] and optim.momentum == 0.9, method
+        else:
+            assert optim.name != "lars", method
+
+
 def test_cifar10_dino_and_swav_follow_solo_learns_cifar_recipes() -> None:
     dino = _composed("cifar10", "dino").method.module
     assert dino.out_dim == 4096 != 65536  # solo-learn's CIFAR head, not ImageNet's 65,536 prototypes

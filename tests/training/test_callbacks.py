@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
+from sslbench.methods.base import NonFiniteLossError
 from sslbench.models.encoder import Encoder, EncoderSpec
 from sslbench.training.callbacks import History
 from sslbench.training.metrics import collapse_indicators, encoder_indicators, pretrain_metrics
@@ -26,6 +28,18 @@ def test_history_means_state_and_checkpoint_key() -> None:
     assert History.row_values([4, 1.0, 0.5, 0.4, 0.125, 300.0])["images_per_s"] == 300.0
     # Lightning stores the history in last.ckpt under this key: a checkpoint resumes only while it stays the same
     assert history.state_key == "_History"
+
+
+def test_diverged_running_statistics_stop_the_run_with_the_fix() -> None:
+    """The loss sees batch statistics and can stay finite while the BatchNorm running ones have blown up; the
+    eval-mode indicators then stop the run with a user error instead of a failed SVD."""
+    encoder = Encoder(EncoderSpec(backbone="convnet", width=8, image_size=16)).train()
+    norm = next(m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    norm.running_mean.fill_(float("nan"))
+    images = np.random.default_rng(0).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite in eval mode \(6 of 6 images\).*Lower optim.lr"):
+        encoder_indicators(encoder, images)
+    assert encoder.training
 
 
 def test_indicators_during_training_leave_the_run_as_it_was() -> None:

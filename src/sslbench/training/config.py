@@ -27,14 +27,17 @@ def encoder_spec(cfg: DictConfig) -> EncoderSpec:
 
 def optim_config(cfg: DictConfig) -> OptimConfig:
     """optim group + method.optim overrides; lr scaled by pretrain.lr_scale."""
-    merged = OmegaConf.to_container(OmegaConf.merge(cfg.optim, cfg.method.optim), resolve=True)
-    assert isinstance(merged, dict)
+    # plain dicts: `method.optim` may add a key that the `optim` group's file lacks (`trust_coefficient` for LARS
+    # on top of sgd.yaml), which a merge into the composed (struct) config would refuse
+    base, own = (OmegaConf.to_container(c, resolve=True) for c in (cfg.optim, cfg.method.optim))
+    assert isinstance(base, dict) and isinstance(own, dict)
+    merged = {**base, **own}
     unknown = set(merged) - set(OptimConfig.__dataclass_fields__)
     if unknown:
         raise UserError(f"unknown optim keys {sorted(unknown)} (optim group or method.optim); "
                         f"valid: {sorted(OptimConfig.__dataclass_fields__)}")
     merged["lr"] = float(merged["lr"]) * float(cfg.pretrain.lr_scale)
-    return OptimConfig(**merged)  # type: ignore[arg-type]
+    return OptimConfig(**merged)
 
 
 def views_config(cfg: DictConfig) -> DictConfig:

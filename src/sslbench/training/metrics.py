@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sslbench.data.splits import SplitSource
+from sslbench.methods.base import NonFiniteLossError
 from sslbench.models.encoder import Encoder
 
 if TYPE_CHECKING:
@@ -52,7 +53,17 @@ def encoder_indicators(encoder: Encoder, images: np.ndarray, chunk: int = 256) -
         finally:
             for module, training in modes:
                 module.training = training
-    return collapse_indicators(torch.cat(feats))
+    features = torch.cat(feats)
+    if not torch.isfinite(features).all():
+        # the training loss can stay finite while the weights or the BatchNorm running statistics have diverged
+        # (the loss sees batch statistics; these features, in eval mode, see the running ones)
+        raise NonFiniteLossError(
+            f"the encoder's embeddings of the held batch are non-finite in eval mode "
+            f"({int((~torch.isfinite(features)).any(1).sum())} of {len(features)} images): its weights or BatchNorm "
+            "statistics diverged, although the loss stayed finite. Lower optim.lr (or use optim.name=lars, whose "
+            "steps are bounded per layer), or check the method's temperatures."
+        )
+    return collapse_indicators(features)
 
 
 def pretrain_metrics(history: History, indicators: dict[str, float]) -> dict[str, Any]:
