@@ -390,8 +390,12 @@ class EmbeddingWriter:
             with np.errstate(over="ignore"):  # overflow is reported below, with the value
                 half = values.astype(np.float16)
             if not np.array_equal(np.isfinite(half), np.isfinite(values)):
-                raise ValueError(f"values up to {np.abs(values[np.isfinite(values)]).max():.3g} exceed float16's range "
-                                 "(65504); store this table as float32")
+                raise UserError(
+                    f"{self.path}: embedding values up to {np.abs(values[np.isfinite(values)]).max():.3g} exceed "
+                    "float16's range (65504). A trained encoder's features stay far below it, so this one has "
+                    "probably diverged (see its training log, reports/pretrain/live/<method>/); to store such values "
+                    "anyway, set embed.dtype=float32"
+                )
             flat = self._pa.array(half.reshape(-1), type=self._pa.float16())
         else:
             flat = self._pa.array(values.reshape(-1), type=self._pa.float32())
