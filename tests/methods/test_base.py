@@ -138,3 +138,16 @@ def test_lars_steps_each_weight_by_its_trust_ratio_and_the_rest_by_plain_sgd() -
         assert torch.allclose(weight.norm(), 0.256 * 1e-3 * before[0].norm(), rtol=1e-4)
         assert torch.allclose(bias, -0.256 * grads[1], rtol=1e-5)
     assert torch.allclose(steps[0][0], steps[1][0], rtol=1e-4)  # the weight's step ignores the gradient's scale
+
+
+def test_biases_and_norms_can_run_at_their_own_rate() -> None:
+    """Barlow Twins trains biases and BatchNorm parameters at 0.0048 against the weights' 0.2."""
+    layer = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    optim = OptimConfig(name="lars", lr=0.2, weight_decay=1.5e-6, bias_lr_scale=0.024)
+    opt, sched = build_optimizer(list(layer.parameters()), [], optim, batch_size=256, total=10, warmup=0)
+    weights, others, _ = opt.param_groups
+    assert len(weights["params"]) == 1 and len(others["params"]) == 3 and others["weight_decay"] == 0.0
+    assert weights["lr"] == pytest.approx(0.2) and others["lr"] == pytest.approx(0.0048)
+    with pytest.raises(UserError, match="bias_lr_scale > 0"):
+        OptimConfig(bias_lr_scale=0.0)
+

@@ -42,13 +42,15 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     probe_lr: float = 0.1
     trust_coefficient: float = 1e-3  # LARS's eta (name: lars): SimCLR's, BYOL's and Barlow Twins' value
+    bias_lr_scale: float = 1.0  # rate of the biases and norm parameters / the weights' (Barlow Twins: 0.0048 / 0.2)
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise UserError(f"optim.name must be one of {OPTIMIZERS}, got {self.name!r}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.trust_coefficient <= 0:
-            raise UserError(f"optim: need lr > 0, weight_decay >= 0, warmup_epochs >= 0, trust_coefficient > 0 "
-                            f"(got {self})")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.trust_coefficient <= 0 \
+                or self.bias_lr_scale <= 0:
+            raise UserError(f"optim: need lr > 0, weight_decay >= 0, warmup_epochs >= 0, trust_coefficient > 0, "
+                            f"bias_lr_scale > 0 (got {self})")
 
 
 class LossOutput(NamedTuple):
@@ -194,7 +196,8 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """SGD, LARS or AdamW over `params` (weight decay on weights, none on biases and norm parameters; rate
     `optim.lr * batch_size / 256`) with linear warm-up over `warmup` steps then cosine decay to 0 at `total`, per
-    step; `probe_params` (the online probe) get their own constant rate `optim.probe_lr` and no weight decay.
+    step; `probe_params` (the online probe) get their own constant rate `optim.probe_lr` and no weight decay. The
+    biases and norm parameters run at `optim.bias_lr_scale` times the weights' rate (1 but in Barlow Twins' recipe).
 
     LARS (You et al. 2017) is SGD with momentum whose step on each weight tensor is scaled by
     `trust_coefficient * |w| / (|g| + weight_decay * |w|)`; the biases, norm parameters and the probe (the groups
@@ -205,7 +208,7 @@ def build_optimizer(
     lr = optim.lr * batch_size / 256
     groups: list[dict[str, Any]] = [
         {"params": decay, "weight_decay": optim.weight_decay, "lr": lr},
-        {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+        {"params": no_decay, "weight_decay": 0.0, "lr": lr * optim.bias_lr_scale},
         {"params": probe_params, "weight_decay": 0.0, "lr": optim.probe_lr},
     ]
     opt: torch.optim.Optimizer
